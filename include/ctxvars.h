@@ -1,0 +1,301 @@
+/*
+ * ctxvars.h - Python's contextvars (PEP 567) for C and pthreads.
+ *
+ * A context variable (ctx_var_t) is declared once.  A context
+ * (ctx_context_t) maps variables to values.  Every thread always has a
+ * *current* context: its own base context, or the innermost context it has
+ * entered with ctx_context_run() / ctx_context_enter().  ctx_var_get() reads
+ * the variable in the current context; ctx_var_set() writes it there.
+ *
+ * Contexts are snapshots that share structure (a persistent hash trie), so
+ * ctx_copy_context() is O(1) and a copy can follow work to another thread:
+ * ctx_thread_create() starts a thread in a copy of its creator's context and
+ * ctx_pool_submit() runs each job in a copy of its submitter's context.
+ *
+ * Conventions, for every function below:
+ *  - Functions returning int return 0 on success or a positive errno code,
+ *    as pthreads does.  errno itself is never touched.
+ *  - NULL handles and NULL out-pointers are refused with EINVAL unless the
+ *    comment says NULL is allowed.
+ *  - On any error, nothing changed: no binding, token or context is touched
+ *    and *out is left as it was (strong guarantee, ENOMEM included).
+ *  - Every function may be called from any thread at any time.
+ *  - Objects you get through an out-pointer are yours; drop them with the
+ *    matching *_release().  Release functions accept NULL.
+ *  - Using an object after its last release is undefined (as with free());
+ *    a library built with --enable-debug aborts with a message when it
+ *    sees a released object, instead of corrupting memory.
+ */
+#ifndef CTXVARS_H
+#define CTXVARS_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <time.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) && __GNUC__ >= 4
+#define CTX_EXTERN extern __attribute__((visibility("default")))
+#else
+#define CTX_EXTERN extern
+#endif
+
+#define CTXVARS_VERSION_MAJOR 0
+#define CTXVARS_VERSION_MINOR 1
+#define CTXVARS_VERSION_PATCH 0
+
+/* The "no value" sentinel (Python's Token.MISSING).  It is never a valid
+ * value: ctx_var_set() refuses it, and ctx_var_create() takes it to mean
+ * "no default".  It is the address of a library-owned object, so it can
+ * never collide with a pointer of yours. */
+CTX_EXTERN const char ctx_missing_sentinel;
+#define CTX_MISSING ((void *)&ctx_missing_sentinel)
+
+typedef struct ctx_var ctx_var_t;         /* ContextVar, refcounted */
+typedef struct ctx_context ctx_context_t; /* Context, refcounted */
+typedef struct ctx_token ctx_token_t;     /* Token */
+
+/* How the library holds values.  With ops == NULL values are borrowed: the
+ * library stores the pointer and never looks at it, and you keep the value
+ * alive for as long as any context may hand it out.  With ops, the library
+ * calls retain() when a holder (a binding in some context, the variable's
+ * default, a token's old value) starts holding a value and release() when
+ * that holder goes away, exactly once each.  Both callbacks may run on any
+ * thread, and retain() may run while the library holds a context's
+ * internal lock, so neither may call back into ctxvars: keep them to
+ * reference counting.  Either may be NULL (no call). */
+typedef struct ctx_value_ops {
+    void (*retain)(void *value);
+    void (*release)(void *value);
+} ctx_value_ops_t;
+
+/* ---------------------------------------------------------------------
+ * Variables
+ * ------------------------------------------------------------------ */
+
+/* Creates a variable.  name is copied (NULL is allowed and reads back as
+ * ""); default_value is returned by ctx_var_get() where the variable is
+ * unbound, CTX_MISSING for none.  *ops is copied; NULL means borrowed values.
+ * On success *out holds one reference.
+ * Errors: EINVAL (out NULL), ENOMEM. */
+CTX_EXTERN int ctx_var_create(ctx_var_t **out, const char *name,
+                              void *default_value,
+                              const ctx_value_ops_t *ops);
+
+/* Drops your reference.  Contexts and tokens that still bind the variable
+ * keep it alive; the default value is released when the last goes.
+ * NULL is a no-op. */
+CTX_EXTERN void ctx_var_release(ctx_var_t *var);
+
+/* Takes another reference to var (returns var; NULL gives NULL). */
+CTX_EXTERN ctx_var_t *ctx_var_retain(ctx_var_t *var);
+
+/* The variable's name, owned by the variable.  NULL for a NULL var. */
+CTX_EXTERN const char *ctx_var_name(const ctx_var_t *var);
+
+/* Reads var in the calling thread's current context.  *value receives the
+ * bound value, else the variable's default.  The value is borrowed: with
+ * ops, it stays valid while a holder keeps it (the binding you read, at
+ * least until you set the variable again on this thread).
+ * Errors: EINVAL (var or value NULL), ENOENT (unbound and no default;
+ * *value is left untouched). */
+CTX_EXTERN int ctx_var_get(const ctx_var_t *var, void **value);
+
+/* The bound value in the current context, else fallback.  The variable's
+ * default is NOT consulted (Python's var.get(fallback)).  NULL var returns
+ * fallback.  Never fails; this is the fast path. */
+CTX_EXTERN void *ctx_var_get_or(const ctx_var_t *var, void *fallback);
+
+/* Binds var to value in the calling thread's current context.  value may
+ * be any pointer, NULL included, but not CTX_MISSING.  If token is not
+ * NULL, *token receives a new token that remembers the previous value and
+ * the current context, for ctx_var_reset(); you own it.
+ * Errors: EINVAL (var NULL, value CTX_MISSING), ENOMEM. */
+CTX_EXTERN int ctx_var_set(ctx_var_t *var, void *value, ctx_token_t **token);
+
+/* Restores what var was before the ctx_var_set() that made token: the old
+ * value, or no binding when it had none.  A token works once.  Checked in
+ * CPython's order:
+ *   EINVAL    var or token NULL
+ *   EALREADY  token already used
+ *   EINVAL    token was made by another variable
+ *   EINVAL    token was made in another context than the current one
+ *   ENOMEM    (the token stays unused)
+ * The token is not released: call ctx_token_release() as well. */
+CTX_EXTERN int ctx_var_reset(ctx_var_t *var, ctx_token_t *token);
+
+/* The variable that made the token (borrowed; the token keeps it alive). */
+CTX_EXTERN ctx_var_t *ctx_token_var(const ctx_token_t *token);
+
+/* The value var had before the set, CTX_MISSING if it was unbound
+ * (borrowed; the token holds it).  NULL token gives CTX_MISSING. */
+CTX_EXTERN void *ctx_token_old_value(const ctx_token_t *token);
+
+/* Whether the token has been used by ctx_var_reset(). */
+CTX_EXTERN bool ctx_token_used(const ctx_token_t *token);
+
+/* Frees the token (used or not).  NULL is a no-op. */
+CTX_EXTERN void ctx_token_release(ctx_token_t *token);
+
+/* ---------------------------------------------------------------------
+ * Contexts
+ * ------------------------------------------------------------------ */
+
+/* A new empty context (Python's Context()).  Errors: EINVAL, ENOMEM. */
+CTX_EXTERN int ctx_context_new(ctx_context_t **out);
+
+/* A copy of the calling thread's current context (copy_context()).  O(1).
+ * Errors: EINVAL, ENOMEM. */
+CTX_EXTERN int ctx_copy_context(ctx_context_t **out);
+
+/* A copy of ctx (ctx.copy()), O(1).  ctx may be entered by another thread
+ * at the same time; the copy is a consistent snapshot.
+ * Errors: EINVAL, ENOMEM. */
+CTX_EXTERN int ctx_context_copy(const ctx_context_t *ctx, ctx_context_t **out);
+
+/* Takes another reference (returns ctx; NULL gives NULL). */
+CTX_EXTERN ctx_context_t *ctx_context_retain(ctx_context_t *ctx);
+
+/* Drops a reference.  A context that is entered stays alive until it is
+ * exited.  NULL is a no-op. */
+CTX_EXTERN void ctx_context_release(ctx_context_t *ctx);
+
+/* Enters ctx, calls fn(arg), exits, and stores fn's return value in
+ * *result (result may be NULL).  Changes fn makes to variables land in ctx.
+ * If fn leaves through pthread_exit() or cancellation, ctx is exited when
+ * the thread's storage is torn down, and is usable again once the thread
+ * has been joined (or has finished, when detached).
+ * Errors: EINVAL (ctx or fn NULL), EBUSY (ctx is entered by this or any
+ * other thread: fn is not called), ENOMEM (first use on this thread). */
+CTX_EXTERN int ctx_context_run(ctx_context_t *ctx, void *(*fn)(void *),
+                               void *arg, void **result);
+
+/* The two halves of ctx_context_run(), for callback-driven code.
+ * enter: EINVAL, EBUSY (entered already, here or elsewhere), ENOMEM.
+ * exit:  EINVAL, EPERM (ctx is not this thread's innermost entered context:
+ *        never entered, entered by another thread, or not the innermost). */
+CTX_EXTERN int ctx_context_enter(ctx_context_t *ctx);
+CTX_EXTERN int ctx_context_exit(ctx_context_t *ctx);
+
+/* The value var is bound to in ctx (defaults are not consulted).
+ * Safe while another thread has ctx entered; the value is borrowed.
+ * Errors: EINVAL, ENOENT (not bound; *value untouched). */
+CTX_EXTERN int ctx_context_get(const ctx_context_t *ctx, const ctx_var_t *var,
+                               void **value);
+
+/* Whether var is bound in ctx.  false for NULL arguments. */
+CTX_EXTERN bool ctx_context_contains(const ctx_context_t *ctx,
+                                     const ctx_var_t *var);
+
+/* Number of bindings, O(1).  0 for NULL. */
+CTX_EXTERN size_t ctx_context_len(const ctx_context_t *ctx);
+
+/* Calls fn(var, value, arg) for every binding of a snapshot of ctx, in an
+ * unspecified but stable order, and stops at the first non-zero return,
+ * which it returns.  fn may use the library freely, ctx included.
+ * Returns 0 after visiting all; EINVAL for NULL ctx or fn; ENOMEM. */
+CTX_EXTERN int ctx_context_foreach(const ctx_context_t *ctx,
+                                   int (*fn)(ctx_var_t *var, void *value,
+                                             void *arg),
+                                   void *arg);
+
+/* ---------------------------------------------------------------------
+ * Threads and pools
+ * ------------------------------------------------------------------ */
+
+/* pthread_create() whose new thread's base context is a copy of the
+ * caller's current context taken now.  Same contract and errors as
+ * pthread_create(): attr honoured (detached threads work), EAGAIN when
+ * resources (memory included) run short, EINVAL for NULL thread or fn. */
+CTX_EXTERN int ctx_thread_create(pthread_t *thread, const pthread_attr_t *attr,
+                                 void *(*fn)(void *), void *arg);
+
+typedef struct ctx_pool ctx_pool_t;
+typedef struct ctx_future ctx_future_t;
+
+/* Options for ctx_pool_create_ex().  Zero every field you do not set
+ * (ctx_pool_options_t o = {0}); new fields will be added at the end and
+ * zero will always mean "the default". */
+typedef struct ctx_pool_options {
+    unsigned nthreads;  /* workers; 0: one per online CPU */
+    size_t max_queued;  /* jobs waiting at most; 0: unbounded.  When full,
+                           submit returns EAGAIN (it never blocks). */
+    size_t stack_size;  /* worker stack size in bytes; 0: the default */
+} ctx_pool_options_t;
+
+/* A pool of nthreads workers (0: one per online CPU).
+ * Errors: EINVAL (out NULL), EAGAIN (threads), ENOMEM. */
+CTX_EXTERN int ctx_pool_create(ctx_pool_t **out, unsigned nthreads);
+CTX_EXTERN int ctx_pool_create_ex(ctx_pool_t **out,
+                                  const ctx_pool_options_t *options);
+
+/* Queues fn(arg) to run on a worker inside a copy of the caller's current
+ * context taken now.  If future is not NULL, *future receives a future you
+ * own (release it with ctx_future_release(), waited on or not).
+ * Errors: EINVAL (pool or fn NULL), ESHUTDOWN (ctx_pool_destroy() has
+ * begun, and the caller is not one of the pool's own jobs), EAGAIN (queue
+ * full), ENOMEM.  On error nothing is queued. */
+CTX_EXTERN int ctx_pool_submit(ctx_pool_t *pool, void *(*fn)(void *),
+                               void *arg, ctx_future_t **future);
+
+/* As ctx_pool_submit(), but the job runs in a copy of ctx as it is now;
+ * ctx NULL means a new empty context.  Same errors. */
+CTX_EXTERN int ctx_pool_submit_in(ctx_pool_t *pool, const ctx_context_t *ctx,
+                                  void *(*fn)(void *), void *arg,
+                                  ctx_future_t **future);
+
+/* Waits until the job has run and stores its return value in *result
+ * (result may be NULL).  May be called again, and from any thread.  A pool
+ * job that waits runs other queued jobs meanwhile, so jobs may wait on jobs
+ * they submitted even on a one-worker pool.
+ * Errors: EINVAL. */
+CTX_EXTERN int ctx_future_wait(ctx_future_t *future, void **result);
+
+/* As ctx_future_wait(), giving up at abstime (CLOCK_REALTIME, as
+ * pthread_cond_timedwait()).  Errors: EINVAL, ETIMEDOUT. */
+CTX_EXTERN int ctx_future_timedwait(ctx_future_t *future,
+                                    const struct timespec *abstime,
+                                    void **result);
+
+/* Whether the job has finished (never blocks). false for NULL. */
+CTX_EXTERN bool ctx_future_done(const ctx_future_t *future);
+
+/* Drops your reference; the job still runs.  NULL is a no-op. */
+CTX_EXTERN void ctx_future_release(ctx_future_t *future);
+
+/* Stops taking jobs from other threads, runs every queued job (jobs may
+ * still submit while the queue drains), joins the workers and frees the
+ * pool.  The pool must not be used after this returns.
+ * Errors: EINVAL (NULL), EDEADLK (called from one of the pool's own jobs;
+ * nothing is done). */
+CTX_EXTERN int ctx_pool_destroy(ctx_pool_t *pool);
+
+/* A callable binds the caller's current context (copied now), fn and arg,
+ * for any foreign executor (libuv, GLib, an event loop) to run later on any
+ * thread.  Every call runs fn(arg) in a fresh copy of that snapshot, so
+ * calls never see each other's changes and may run concurrently. */
+typedef struct ctx_callable ctx_callable_t;
+
+/* Errors: EINVAL (out or fn NULL), ENOMEM. */
+CTX_EXTERN int ctx_callable_create(ctx_callable_t **out, void *(*fn)(void *),
+                                   void *arg);
+
+/* Runs it once, storing fn's return in *result (may be NULL).
+ * Errors: EINVAL, ENOMEM. */
+CTX_EXTERN int ctx_callable_call(ctx_callable_t *callable, void **result);
+
+/* NULL is a no-op. */
+CTX_EXTERN void ctx_callable_release(ctx_callable_t *callable);
+
+/* For executors that take a void (*)(void *) callback: calls the callable
+ * once, discards the result, and releases it. */
+CTX_EXTERN void ctx_callable_invoke_once(void *callable);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CTXVARS_H */
