@@ -1,0 +1,276 @@
+/*
+ * context.c - contexts: creation, copies, entering and leaving, and the
+ * read-only mapping view (get, contains, len, foreach).
+ *
+ * Entering is claiming ctx->owner with a compare-and-swap, so "one thread
+ * at a time" needs no lock and the loser learns EBUSY at once.  The claim is
+ * an acquire and the release on exit a release, which hands everything the
+ * last owner wrote (root, len, prev) to the next owner.  While a context is
+ * entered it holds a reference to itself, so releasing it from another
+ * thread cannot pull it out from under its owner.
+ */
+#include "config.h"
+
+#include "internal.h"
+
+#include <errno.h>
+
+int ctx__context_alloc(ctx__hnode_t *root, size_t len, ctx_context_t **out)
+{
+    ctx_context_t *c = ctx__malloc(sizeof *c);
+    if (c == NULL)
+        return ENOMEM;
+    CTX__SET_MAGIC(c, CTX__MAGIC_CONTEXT);
+    atomic_init(&c->refcnt, 1);
+    atomic_init(&c->owner, NULL);
+    atomic_init(&c->lock.locked, false);
+    c->private_ = false;
+    c->root = root;
+    c->len = len;
+    c->prev = NULL;
+    *out = c;
+    return 0;
+}
+
+int ctx_context_new(ctx_context_t **out)
+{
+    if (out == NULL)
+        return EINVAL;
+    return ctx__context_alloc(NULL, 0, out);
+}
+
+/* A new context sharing root (a reference the new context takes over). */
+static int context_from(ctx__hnode_t *root, size_t len, bool private_,
+                        ctx_context_t **out)
+{
+    int err = ctx__context_alloc(root, len, out);
+    if (err != 0) {
+        ctx__hamt_release(root);
+        return err;
+    }
+    (*out)->private_ = private_;
+    return 0;
+}
+
+int ctx__copy_current(ctx_context_t **out)
+{
+    /* The owner reads its own current context without the lock. */
+    const ctx_context_t *cur = ctx__ts.current;
+    if (cur == NULL)
+        return context_from(NULL, 0, true, out);
+    return context_from(ctx__hamt_retain(cur->root), cur->len, true, out);
+}
+
+int ctx_copy_context(ctx_context_t **out)
+{
+    if (out == NULL)
+        return EINVAL;
+    int err = ctx__copy_current(out);
+    if (err == 0)
+        (*out)->private_ = false;
+    return err;
+}
+
+int ctx_context_copy(const ctx_context_t *ctx, ctx_context_t **out)
+{
+    if (ctx == NULL || out == NULL)
+        return EINVAL;
+    CTX__CHECK_MAGIC(ctx, CTX__MAGIC_CONTEXT, "context");
+    ctx_context_t *c = (ctx_context_t *)ctx; /* the lock is not content */
+    ctx__spin_lock(&c->lock);
+    ctx__hnode_t *root = ctx__hamt_retain(c->root);
+    size_t len = c->len;
+    ctx__spin_unlock(&c->lock);
+    return context_from(root, len, false, out);
+}
+
+ctx_context_t *ctx_context_retain(ctx_context_t *ctx)
+{
+    if (ctx != NULL) {
+        CTX__CHECK_MAGIC(ctx, CTX__MAGIC_CONTEXT, "context");
+        atomic_fetch_add_explicit(&ctx->refcnt, 1, memory_order_relaxed);
+    }
+    return ctx;
+}
+
+void ctx_context_release(ctx_context_t *ctx)
+{
+    if (ctx == NULL)
+        return;
+    CTX__CHECK_MAGIC(ctx, CTX__MAGIC_CONTEXT, "context");
+    if (atomic_fetch_sub_explicit(&ctx->refcnt, 1, memory_order_acq_rel) != 1)
+        return;
+    CTX__SET_MAGIC(ctx, CTX__MAGIC_DEAD);
+    ctx__hamt_release(ctx->root);
+    ctx__free(ctx);
+}
+
+/* ------------------------------------------------------------------
+ * Entering and leaving
+ * ---------------------------------------------------------------- */
+
+int ctx_context_enter(ctx_context_t *ctx)
+{
+    if (ctx == NULL)
+        return EINVAL;
+    CTX__CHECK_MAGIC(ctx, CTX__MAGIC_CONTEXT, "context");
+    /* Creating the base first also registers the thread's teardown, which
+     * is what exits ctx if the thread dies inside it. */
+    ctx_context_t *cur = ctx__current();
+    if (CTX__UNLIKELY(cur == NULL))
+        return ENOMEM;
+    ctx__tstate_t *expected = NULL;
+    if (!atomic_compare_exchange_strong_explicit(&ctx->owner, &expected,
+                                                 &ctx__ts, memory_order_acquire,
+                                                 memory_order_relaxed))
+        return EBUSY;
+    atomic_fetch_add_explicit(&ctx->refcnt, 1, memory_order_relaxed);
+    ctx->prev = cur;
+    ctx__ts.current = ctx;
+    ctx__ts_changed();
+    return 0;
+}
+
+int ctx_context_exit(ctx_context_t *ctx)
+{
+    if (ctx == NULL)
+        return EINVAL;
+    /* Only this thread writes ctx__ts.current, so comparing with it answers
+     * "is ctx my innermost?" without touching ctx's shared fields. */
+    if (ctx != ctx__ts.current || ctx == ctx__ts.base)
+        return EPERM;
+    ctx__ts.current = ctx->prev;
+    ctx->prev = NULL;
+    ctx__ts_changed();
+    atomic_store_explicit(&ctx->owner, NULL, memory_order_release);
+    ctx_context_release(ctx);
+    return 0;
+}
+
+int ctx__run(ctx_context_t *ctx, void *(*fn)(void *), void *arg,
+             void **result)
+{
+    int err = ctx_context_enter(ctx);
+    if (err != 0)
+        return err;
+    void *r = fn(arg);
+    ctx_context_exit(ctx);
+    if (result != NULL)
+        *result = r;
+    return 0;
+}
+
+int ctx_context_run(ctx_context_t *ctx, void *(*fn)(void *), void *arg,
+                    void **result)
+{
+    if (ctx == NULL || fn == NULL)
+        return EINVAL;
+    return ctx__run(ctx, fn, arg, result);
+}
+
+/* ------------------------------------------------------------------
+ * The owner's writes
+ * ---------------------------------------------------------------- */
+
+static void write_lock(ctx_context_t *c)
+{
+    if (!c->private_)
+        ctx__spin_lock(&c->lock);
+}
+
+static void write_unlock(ctx_context_t *c)
+{
+    if (!c->private_)
+        ctx__spin_unlock(&c->lock);
+}
+
+int ctx__context_assoc(ctx_context_t *c, ctx_var_t *var, void *value)
+{
+    ctx__hgarbage_t g = CTX__HGARBAGE_INIT;
+    bool added = false;
+    write_lock(c);
+    ctx__hres_t r = ctx__hamt_assoc(&c->root, var, value, &added, &g);
+    if (added)
+        c->len++;
+    write_unlock(c);
+    if (r == CTX__H_ERROR)
+        return ENOMEM;
+    ctx__ts_changed();
+    ctx__hgarbage_dispose(&g);
+    return 0;
+}
+
+int ctx__context_without(ctx_context_t *c, const ctx_var_t *var)
+{
+    ctx__hgarbage_t g = CTX__HGARBAGE_INIT;
+    write_lock(c);
+    ctx__hres_t r = ctx__hamt_without(&c->root, var, &g);
+    if (r == CTX__H_FOUND)
+        c->len--;
+    write_unlock(c);
+    if (r == CTX__H_ERROR)
+        return ENOMEM;
+    if (r == CTX__H_NOT_FOUND)
+        return ENOENT;
+    ctx__ts_changed();
+    ctx__hgarbage_dispose(&g);
+    return 0;
+}
+
+/* ------------------------------------------------------------------
+ * The mapping view: any thread, any time
+ * ---------------------------------------------------------------- */
+
+int ctx_context_get(const ctx_context_t *ctx, const ctx_var_t *var,
+                    void **value)
+{
+    if (ctx == NULL || var == NULL || value == NULL)
+        return EINVAL;
+    CTX__CHECK_MAGIC(ctx, CTX__MAGIC_CONTEXT, "context");
+    ctx_context_t *c = (ctx_context_t *)ctx;
+    void *v = CTX_MISSING;
+    ctx__spin_lock(&c->lock);
+    ctx__hres_t r = ctx__hamt_find(c->root, var, &v);
+    ctx__spin_unlock(&c->lock);
+    if (r != CTX__H_FOUND)
+        return ENOENT;
+    *value = v;
+    return 0;
+}
+
+bool ctx_context_contains(const ctx_context_t *ctx, const ctx_var_t *var)
+{
+    void *ignored;
+    return ctx != NULL && var != NULL &&
+           ctx_context_get(ctx, var, &ignored) == 0;
+}
+
+size_t ctx_context_len(const ctx_context_t *ctx)
+{
+    if (ctx == NULL)
+        return 0;
+    CTX__CHECK_MAGIC(ctx, CTX__MAGIC_CONTEXT, "context");
+    ctx_context_t *c = (ctx_context_t *)ctx;
+    ctx__spin_lock(&c->lock);
+    size_t len = c->len;
+    ctx__spin_unlock(&c->lock);
+    return len;
+}
+
+int ctx_context_foreach(const ctx_context_t *ctx,
+                        int (*fn)(ctx_var_t *var, void *value, void *arg),
+                        void *arg)
+{
+    if (ctx == NULL || fn == NULL)
+        return EINVAL;
+    CTX__CHECK_MAGIC(ctx, CTX__MAGIC_CONTEXT, "context");
+    ctx_context_t *c = (ctx_context_t *)ctx;
+    /* Iterate a snapshot: the extra reference freezes the trie, so fn may
+     * set variables (in ctx too) while we walk. */
+    ctx__spin_lock(&c->lock);
+    ctx__hnode_t *root = ctx__hamt_retain(c->root);
+    ctx__spin_unlock(&c->lock);
+    int rc = ctx__hamt_foreach(root, fn, arg);
+    ctx__hamt_release(root);
+    return rc;
+}
