@@ -2,12 +2,12 @@
  * context.c - contexts: creation, copies, entering and leaving, and the
  * read-only mapping view (get, contains, len, foreach).
  *
- * Entering is claiming ctx->owner with a compare-and-swap, so "one thread
- * at a time" needs no lock and the loser learns EBUSY at once.  The claim is
- * an acquire and the release on exit a release, which hands everything the
- * last owner wrote (root, len, prev) to the next owner.  While a context is
- * entered it holds a reference to itself, so releasing it from another
- * thread cannot pull it out from under its owner.
+ * Entering is setting the entered flag in ctx->state with a
+ * compare-and-swap, so "one thread at a time" needs no lock and the loser
+ * learns EBUSY at once.  The claim is an acquire and the exit a release,
+ * which hands everything the last owner wrote (root, len, prev) to the next
+ * owner.  The flag counts as a reference, so releasing an entered context
+ * from another thread cannot pull it out from under its owner.
  */
 #include "config.h"
 
@@ -21,8 +21,7 @@ int ctx__context_alloc(ctx__hnode_t *root, size_t len, ctx_context_t **out)
     if (c == NULL)
         return ENOMEM;
     CTX__SET_MAGIC(c, CTX__MAGIC_CONTEXT);
-    atomic_init(&c->refcnt, 1);
-    atomic_init(&c->owner, NULL);
+    atomic_init(&c->state, CTX__REF);
     atomic_init(&c->lock.locked, false);
     c->private_ = false;
     c->root = root;
@@ -88,9 +87,27 @@ ctx_context_t *ctx_context_retain(ctx_context_t *ctx)
 {
     if (ctx != NULL) {
         CTX__CHECK_MAGIC(ctx, CTX__MAGIC_CONTEXT, "context");
-        atomic_fetch_add_explicit(&ctx->refcnt, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&ctx->state, CTX__REF, memory_order_relaxed);
     }
     return ctx;
+}
+
+static void context_free(ctx_context_t *ctx)
+{
+    CTX__SET_MAGIC(ctx, CTX__MAGIC_DEAD);
+    ctx__hamt_release(ctx->root);
+    ctx__free(ctx);
+}
+
+/* Drops `amount` from the state word (a reference, or the entered flag). */
+static void context_put(ctx_context_t *ctx, size_t amount)
+{
+    /* A sole reference with no entered flag cannot be raced: taking a new
+     * reference needs an existing one.  So skip the atomic RMW. */
+    if (atomic_load_explicit(&ctx->state, memory_order_acquire) == amount ||
+        atomic_fetch_sub_explicit(&ctx->state, amount, memory_order_acq_rel) ==
+            amount)
+        context_free(ctx);
 }
 
 void ctx_context_release(ctx_context_t *ctx)
@@ -98,11 +115,12 @@ void ctx_context_release(ctx_context_t *ctx)
     if (ctx == NULL)
         return;
     CTX__CHECK_MAGIC(ctx, CTX__MAGIC_CONTEXT, "context");
-    if (atomic_fetch_sub_explicit(&ctx->refcnt, 1, memory_order_acq_rel) != 1)
-        return;
-    CTX__SET_MAGIC(ctx, CTX__MAGIC_DEAD);
-    ctx__hamt_release(ctx->root);
-    ctx__free(ctx);
+    context_put(ctx, CTX__REF);
+}
+
+void ctx__context_leave(ctx_context_t *ctx)
+{
+    context_put(ctx, CTX__ENTERED);
 }
 
 /* ------------------------------------------------------------------
@@ -119,12 +137,13 @@ int ctx_context_enter(ctx_context_t *ctx)
     ctx_context_t *cur = ctx__current();
     if (CTX__UNLIKELY(cur == NULL))
         return ENOMEM;
-    ctx__tstate_t *expected = NULL;
-    if (!atomic_compare_exchange_strong_explicit(&ctx->owner, &expected,
-                                                 &ctx__ts, memory_order_acquire,
-                                                 memory_order_relaxed))
-        return EBUSY;
-    atomic_fetch_add_explicit(&ctx->refcnt, 1, memory_order_relaxed);
+    size_t s = atomic_load_explicit(&ctx->state, memory_order_relaxed);
+    do {
+        if (s & CTX__ENTERED)
+            return EBUSY;
+    } while (!atomic_compare_exchange_weak_explicit(
+        &ctx->state, &s, s | CTX__ENTERED, memory_order_acquire,
+        memory_order_relaxed));
     ctx->prev = cur;
     ctx__ts.current = ctx;
     ctx__ts_changed();
@@ -142,8 +161,7 @@ int ctx_context_exit(ctx_context_t *ctx)
     ctx__ts.current = ctx->prev;
     ctx->prev = NULL;
     ctx__ts_changed();
-    atomic_store_explicit(&ctx->owner, NULL, memory_order_release);
-    ctx_context_release(ctx);
+    ctx__context_leave(ctx);
     return 0;
 }
 

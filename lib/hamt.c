@@ -103,7 +103,10 @@ void ctx__hamt_release(ctx__hnode_t *root)
 {
     if (root == NULL)
         return;
-    if (atomic_fetch_sub_explicit(&root->refcnt, 1, memory_order_acq_rel) != 1)
+    /* A sole holder cannot be raced (a new reference needs an existing
+     * one), so it skips the atomic RMW. */
+    if (atomic_load_explicit(&root->refcnt, memory_order_acquire) != 1 &&
+        atomic_fetch_sub_explicit(&root->refcnt, 1, memory_order_acq_rel) != 1)
         return;
     for (uint32_t i = 0; i < root->count; i++)
         entry_release(&root->e[i]);

@@ -11,10 +11,10 @@
  *
  *  - A context is written only by the one thread that has it current: a
  *    thread's base context is private to it, and any other context is
- *    current on at most one thread at a time (ctx->owner, claimed by CAS).
- *    So the owner reads its context's trie without any lock.  Handing a
- *    context to the next owner is ordered by ctx->owner itself (acquiring
- *    CAS on enter, releasing store on exit).
+ *    current on at most one thread at a time (the entered flag in
+ *    ctx->state, claimed by CAS).  So the owner reads its context's trie
+ *    without any lock.  Handing a context to the next owner is ordered by
+ *    that flag itself (acquiring CAS on enter, releasing RMW on exit).
  *  - Other threads may read any context they hold a handle to (get,
  *    contains, len, foreach, copy) while its owner writes.  ctx->lock
  *    orders those readers against the owner's writes: the owner holds it
@@ -42,6 +42,13 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+
+/* Inside the library the sentinel is reached through a hidden alias, so
+ * comparing against it is a PC-relative lea, not a GOT load, on the get
+ * path.  Same address as the public ctx_missing_sentinel. */
+extern const char ctx__missing __attribute__((visibility("hidden")));
+#undef CTX_MISSING
+#define CTX_MISSING ((void *)&ctx__missing)
 
 #define CTX__LIKELY(x) __builtin_expect(!!(x), 1)
 #define CTX__UNLIKELY(x) __builtin_expect(!!(x), 0)
@@ -218,10 +225,17 @@ CTX__HIDDEN void ctx__hamt_dump(const ctx__hnode_t *root, FILE *out);
  * ---------------------------------------------------------------- */
 typedef struct ctx__tstate ctx__tstate_t;
 
+/* ctx->state packs the reference count and the "entered" flag into one
+ * word: references count in steps of CTX__REF, bit 0 is set while some
+ * thread has the context entered, and the flag itself holds a reference.
+ * So entering is one CAS (which also tells the loser EBUSY), exiting is one
+ * fetch_sub, and whoever brings the word to zero frees the context. */
+#define CTX__ENTERED ((size_t)1)
+#define CTX__REF ((size_t)2)
+
 struct ctx_context {
     CTX__MAGIC_FIELD
-    atomic_size_t refcnt;
-    _Atomic(ctx__tstate_t *) owner; /* thread that has it current, or NULL */
+    atomic_size_t state;            /* references and the entered flag */
     ctx__spin_t lock;               /* see the model at the top */
     bool private_;                  /* no user handle: writes skip lock */
     ctx__hnode_t *root;
@@ -267,6 +281,10 @@ extern CTX__HIDDEN _Thread_local ctx__tstate_t ctx__ts CTX__TLS_IE;
 /* The calling thread's current context, creating its base on first use.
  * NULL only on ENOMEM. */
 CTX__HIDDEN ctx_context_t *ctx__current(void);
+
+/* Clears ctx's entered flag (the exit half of enter), freeing ctx if that
+ * was its last hold. */
+CTX__HIDDEN void ctx__context_leave(ctx_context_t *ctx);
 
 /* Makes ctx (whose reference passes to the thread) the calling thread's
  * base context.  Must be the first library call on a new thread: used by

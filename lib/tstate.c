@@ -33,15 +33,13 @@ static void teardown(void *unused)
         ctx_context_t *c = ts->current;
         ts->current = c->prev;
         c->prev = NULL;
-        atomic_store_explicit(&c->owner, NULL, memory_order_release);
-        ctx_context_release(c);
+        ctx__context_leave(c);
     }
     ctx_context_t *base = ts->base;
     ts->base = ts->current = NULL;
     ts->registered = false;
     ctx__ts_changed();
     if (base != NULL) {
-        atomic_store_explicit(&base->owner, NULL, memory_order_relaxed);
         /* May run value release callbacks; they may use the library again,
          * which re-registers the thread and brings us back here (pthreads
          * repeats destructors PTHREAD_DESTRUCTOR_ITERATIONS times). */
@@ -68,7 +66,6 @@ static int register_thread(void)
 static void install_base(ctx_context_t *base)
 {
     base->private_ = true;
-    atomic_store_explicit(&base->owner, &ctx__ts, memory_order_relaxed);
     ctx__ts.base = ctx__ts.current = base;
     ctx__ts_changed();
 }

@@ -20,6 +20,7 @@
 #include <string.h>
 
 const char ctx_missing_sentinel = 0;
+extern const char ctx__missing __attribute__((alias("ctx_missing_sentinel")));
 
 static atomic_uint_least64_t next_uid = 1;
 
@@ -95,8 +96,11 @@ void ctx__var_set_hash(ctx_var_t *var, uint32_t hash)
  * Reading
  * ---------------------------------------------------------------- */
 
-static void *lookup_slow(const ctx_var_t *var, struct ctx__cache_slot *slot)
+/* Kept out of line so the hit path needs no stack frame. */
+__attribute__((noinline)) static void *lookup_slow(const ctx_var_t *var)
 {
+    struct ctx__cache_slot *slot =
+        &ctx__ts.cache[var->uid & (CTX__CACHE_SLOTS - 1)];
     void *v = CTX_MISSING;
     const ctx_context_t *cur = ctx__ts.current;
     if (cur != NULL)
@@ -115,7 +119,7 @@ static inline void *lookup(const ctx_var_t *var)
         &ctx__ts.cache[var->uid & (CTX__CACHE_SLOTS - 1)];
     if (CTX__LIKELY(slot->uid == var->uid && slot->ver == ctx__ts.ver))
         return slot->value;
-    return lookup_slow(var, slot);
+    return lookup_slow(var);
 }
 
 int ctx_var_get(const ctx_var_t *var, void **value)
