@@ -128,14 +128,15 @@ CTX_EXTERN int ctx_var_set(ctx_var_t *var, void *value, ctx_token_t **token);
  * The token is not released: call ctx_token_release() as well. */
 CTX_EXTERN int ctx_var_reset(ctx_var_t *var, ctx_token_t *token);
 
-/* The variable that made the token (borrowed; the token keeps it alive). */
+/* The variable that made the token (borrowed; the token keeps it alive).
+ * NULL for a NULL token. */
 CTX_EXTERN ctx_var_t *ctx_token_var(const ctx_token_t *token);
 
 /* The value var had before the set, CTX_MISSING if it was unbound
  * (borrowed; the token holds it).  NULL token gives CTX_MISSING. */
 CTX_EXTERN void *ctx_token_old_value(const ctx_token_t *token);
 
-/* Whether the token has been used by ctx_var_reset(). */
+/* Whether the token has been used by ctx_var_reset().  false for NULL. */
 CTX_EXTERN bool ctx_token_used(const ctx_token_t *token);
 
 /* Frees the token (used or not).  NULL is a no-op. */
@@ -195,9 +196,10 @@ CTX_EXTERN bool ctx_context_contains(const ctx_context_t *ctx,
 CTX_EXTERN size_t ctx_context_len(const ctx_context_t *ctx);
 
 /* Calls fn(var, value, arg) for every binding of a snapshot of ctx, in an
- * unspecified but stable order, and stops at the first non-zero return,
- * which it returns.  fn may use the library freely, ctx included.
- * Returns 0 after visiting all; EINVAL for NULL ctx or fn; ENOMEM. */
+ * unspecified order, and stops at the first non-zero return, which it
+ * returns (return a negative number from fn to tell it apart from EINVAL).
+ * fn may use the library freely, ctx included.
+ * Returns 0 after visiting all; EINVAL for NULL ctx or fn. */
 CTX_EXTERN int ctx_context_foreach(const ctx_context_t *ctx,
                                    int (*fn)(ctx_var_t *var, void *value,
                                              void *arg),
@@ -227,7 +229,8 @@ typedef struct ctx_pool_options {
     size_t stack_size;  /* worker stack size in bytes; 0: the default */
 } ctx_pool_options_t;
 
-/* A pool of nthreads workers (0: one per online CPU).
+/* A pool of nthreads workers (0: one per online CPU).  options NULL means
+ * all defaults.
  * Errors: EINVAL (out NULL), EAGAIN (threads), ENOMEM. */
 CTX_EXTERN int ctx_pool_create(ctx_pool_t **out, unsigned nthreads);
 CTX_EXTERN int ctx_pool_create_ex(ctx_pool_t **out,
@@ -255,8 +258,10 @@ CTX_EXTERN int ctx_pool_submit_in(ctx_pool_t *pool, const ctx_context_t *ctx,
  * Errors: EINVAL. */
 CTX_EXTERN int ctx_future_wait(ctx_future_t *future, void **result);
 
-/* As ctx_future_wait(), giving up at abstime (CLOCK_REALTIME, as
- * pthread_cond_timedwait()).  Errors: EINVAL, ETIMEDOUT. */
+/* As ctx_future_wait() (a pool job that waits still runs queued jobs),
+ * giving up at abstime (CLOCK_REALTIME, as pthread_cond_timedwait()).
+ * Errors: EINVAL (future or abstime NULL, tv_nsec out of range),
+ * ETIMEDOUT (*result untouched). */
 CTX_EXTERN int ctx_future_timedwait(ctx_future_t *future,
                                     const struct timespec *abstime,
                                     void **result);
@@ -292,7 +297,9 @@ CTX_EXTERN int ctx_callable_call(ctx_callable_t *callable, void **result);
 CTX_EXTERN void ctx_callable_release(ctx_callable_t *callable);
 
 /* For executors that take a void (*)(void *) callback: calls the callable
- * once, discards the result, and releases it. */
+ * once, discards the result, and releases it.  Having no way to report
+ * ENOMEM, it then does not call fn at all; use ctx_callable_call() where
+ * that matters.  NULL is a no-op. */
 CTX_EXTERN void ctx_callable_invoke_once(void *callable);
 
 #ifdef __cplusplus
