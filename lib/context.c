@@ -211,10 +211,10 @@ int ctx__context_assoc(ctx_context_t *c, ctx_var_t *var, void *value)
     if (added)
         c->len++;
     write_unlock(c);
+    ctx__hgarbage_dispose(&g);
     if (r == CTX__H_ERROR)
         return ENOMEM;
     ctx__ts_changed();
-    ctx__hgarbage_dispose(&g);
     return 0;
 }
 
@@ -226,12 +226,12 @@ int ctx__context_without(ctx_context_t *c, const ctx_var_t *var)
     if (r == CTX__H_FOUND)
         c->len--;
     write_unlock(c);
+    ctx__hgarbage_dispose(&g);
     if (r == CTX__H_ERROR)
         return ENOMEM;
     if (r == CTX__H_NOT_FOUND)
         return ENOENT;
     ctx__ts_changed();
-    ctx__hgarbage_dispose(&g);
     return 0;
 }
 

@@ -189,6 +189,16 @@ static ctx__hnode_t *copy_open_gap(const ctx__hnode_t *n, uint32_t idx)
     return c;
 }
 
+/* A fresh copy built for an update that then failed higher up.  Freeing
+ * it runs release callbacks, so it goes out with the garbage.  The slot is
+ * free: failure happens only below the boundary, before it is recorded,
+ * and only one level ever holds a finished copy when a failure strikes. */
+static void discard_copy(ctx__hgarbage_t *g, ctx__hnode_t *copy)
+{
+    CTX__ASSERT(g->root == NULL);
+    g->root = copy;
+}
+
 static uint32_t slot_bit(uint32_t hash, unsigned shift)
 {
     return 1u << ((hash >> shift) & (FANOUT - 1));
@@ -363,8 +373,8 @@ static ctx__hnode_t *assoc_overwrite(ctx__hnode_t *n, bool owned, uint32_t idx,
     if (e->value == a->value)
         return n; /* nothing changes: keep sharing */
     void *old = e->value;
-    ctx__value_retain(a->key, a->value);
     if (owned) {
+        ctx__value_retain(a->key, a->value);
         e->value = a->value;
         a->g->key = a->key;
         a->g->value = old;
@@ -372,11 +382,10 @@ static ctx__hnode_t *assoc_overwrite(ctx__hnode_t *n, bool owned, uint32_t idx,
         return n;
     }
     ctx__hnode_t *r = node_copy(n, 0, idx);
-    if (r == NULL) {
-        ctx__value_release(a->key, a->value);
+    if (r == NULL)
         return NULL;
-    }
     ctx__var_incref(a->key);
+    ctx__value_retain(a->key, a->value);
     r->e[idx].value = a->value;
     return r;
 }
@@ -397,7 +406,7 @@ static ctx__hnode_t *assoc_child(ctx__hnode_t *n, bool owned, unsigned shift,
     }
     ctx__hnode_t *r = replace_entry(n, false, idx, (hentry_t){NULL, nc});
     if (r == NULL)
-        ctx__hamt_release(nc); /* nc is a fresh copy: frees it whole */
+        discard_copy(a->g, nc);
     return r;
 }
 
@@ -562,7 +571,7 @@ static ctx__hres_t without_child(ctx__hnode_t *n, bool owned, unsigned shift,
         hentry_t with = single_binding(nc) ? nc->e[0] : (hentry_t){NULL, nc};
         *out = replace_entry(n, owned, idx, with);
         if (*out == NULL) {
-            ctx__hamt_release(nc);
+            discard_copy(w->g, nc);
             return CTX__H_ERROR;
         }
         if (with.key != NULL)

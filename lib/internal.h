@@ -189,7 +189,10 @@ typedef struct {
 CTX__HIDDEN ctx__hres_t ctx__hamt_find(const ctx__hnode_t *root,
                                        const ctx_var_t *key, void **value);
 
-/* Binds key to value in *root.  Where *root and the nodes on the key's path
+/* The garbage record must be disposed after every call below, failed or
+ * not.
+ *
+ * Binds key to value in *root.  Where *root and the nodes on the key's path
  * are not shared, they are changed in place; elsewhere the path is copied
  * and the old root goes to *garbage.  *added tells whether the key is new.
  * CTX__H_ERROR (ENOMEM) leaves *root and every node as they were. */
