@@ -143,6 +143,61 @@ CTX_EXTERN bool ctx_token_used(const ctx_token_t *token);
 CTX_EXTERN void ctx_token_release(ctx_token_t *token);
 
 /* ---------------------------------------------------------------------
+ * Scoped set: Python 3.14's `with var.set(value):`
+ *
+ *     CTX_WITH(request_id, "req-7") {
+ *         handle();            // sees "req-7"
+ *     }                        // reset here, however the block is left
+ *
+ * The block runs once with var set to value, and var is reset when the
+ * block is left by any path: the end, break, continue, return or goto.
+ * (That relies on the cleanup attribute of gcc and clang.)  If the set
+ * fails (ENOMEM, or EINVAL for a NULL var or CTX_MISSING), the block does
+ * not run; CTX_WITH_STATUS(var, value, err) also stores the set's result
+ * in the int lvalue err.  Blocks nest.  The reset is skipped if the block
+ * left a context it entered still entered, as the token then belongs to
+ * another context: exit what you enter.
+ * ------------------------------------------------------------------ */
+#if defined(__GNUC__)
+typedef struct ctx_scope {
+    ctx_var_t *var;
+    ctx_token_t *token;
+    int pending; /* the block has yet to run */
+} ctx_scope_t;
+
+static inline ctx_scope_t ctx_scope_begin(ctx_var_t *var, void *value,
+                                          int *err)
+{
+    ctx_scope_t s = {var, NULL, 0};
+    int rc = ctx_var_set(var, value, &s.token);
+    s.pending = rc == 0;
+    if (err != NULL)
+        *err = rc;
+    return s;
+}
+
+static inline void ctx_scope_end(ctx_scope_t *s)
+{
+    if (s->token != NULL) {
+        (void)ctx_var_reset(s->var, s->token);
+        ctx_token_release(s->token);
+    }
+}
+
+#define CTX__CAT2(a, b) a##b
+#define CTX__CAT(a, b) CTX__CAT2(a, b)
+#define CTX__SCOPE CTX__CAT(ctx__scope_, __LINE__)
+#define CTX_WITH_STATUS(var, value, err)                                     \
+    for (ctx_scope_t CTX__SCOPE __attribute__((cleanup(ctx_scope_end))) =    \
+             ctx_scope_begin((var), (value), &(err));                        \
+         CTX__SCOPE.pending; CTX__SCOPE.pending = 0)
+#define CTX_WITH(var, value)                                                 \
+    for (ctx_scope_t CTX__SCOPE __attribute__((cleanup(ctx_scope_end))) =    \
+             ctx_scope_begin((var), (value), NULL);                          \
+         CTX__SCOPE.pending; CTX__SCOPE.pending = 0)
+#endif
+
+/* ---------------------------------------------------------------------
  * Contexts
  * ------------------------------------------------------------------ */
 
@@ -175,7 +230,9 @@ CTX_EXTERN void ctx_context_release(ctx_context_t *ctx);
 CTX_EXTERN int ctx_context_run(ctx_context_t *ctx, void *(*fn)(void *),
                                void *arg, void **result);
 
-/* The two halves of ctx_context_run(), for callback-driven code.
+/* The two halves of ctx_context_run(), for callback-driven code.  A thread
+ * that ends with contexts still entered has them exited (innermost first)
+ * when its thread storage is torn down, as for ctx_context_run().
  * enter: EINVAL, EBUSY (entered already, here or elsewhere), ENOMEM.
  * exit:  EINVAL, EPERM (ctx is not this thread's innermost entered context:
  *        never entered, entered by another thread, or not the innermost). */

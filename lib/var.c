@@ -20,7 +20,6 @@
 #include <string.h>
 
 const char ctx_missing_sentinel = 0;
-extern const char ctx__missing __attribute__((alias("ctx_missing_sentinel")));
 
 static atomic_uint_least64_t next_uid = 1;
 
