@@ -154,9 +154,14 @@ CTX_EXTERN void ctx_token_release(ctx_token_t *token);
  * (That relies on the cleanup attribute of gcc and clang.)  If the set
  * fails (ENOMEM, or EINVAL for a NULL var or CTX_MISSING), the block does
  * not run; CTX_WITH_STATUS(var, value, err) also stores the set's result
- * in the int lvalue err.  Blocks nest.  The reset is skipped if the block
- * left a context it entered still entered, as the token then belongs to
- * another context: exit what you enter.
+ * in the int lvalue err.  Blocks nest.  break and continue inside the
+ * block leave the block itself, not an enclosing loop (use goto or return
+ * for that).  The reset is skipped if the block left a context it entered
+ * still entered, as the token then belongs to another context: exit what
+ * you enter.  A reset can fail only with ENOMEM, when the block shared the
+ * context (took a copy) and memory then ran out; a block has nowhere to
+ * report that, and the variable keeps the block's value.  Where that
+ * matters, use ctx_var_set() and ctx_var_reset() and check the result.
  * ------------------------------------------------------------------ */
 #if defined(__GNUC__)
 typedef struct ctx_scope {
@@ -186,15 +191,16 @@ static inline void ctx_scope_end(ctx_scope_t *s)
 
 #define CTX__CAT2(a, b) a##b
 #define CTX__CAT(a, b) CTX__CAT2(a, b)
-#define CTX__SCOPE CTX__CAT(ctx__scope_, __LINE__)
+/* __COUNTER__, not __LINE__: two blocks on one line (or from one macro)
+ * must not shadow each other's scope variable. */
+#define CTX__WITH(var, value, errp, s)                                       \
+    for (ctx_scope_t s __attribute__((cleanup(ctx_scope_end))) =             \
+             ctx_scope_begin((var), (value), (errp));                        \
+         s.pending; s.pending = 0)
 #define CTX_WITH_STATUS(var, value, err)                                     \
-    for (ctx_scope_t CTX__SCOPE __attribute__((cleanup(ctx_scope_end))) =    \
-             ctx_scope_begin((var), (value), &(err));                        \
-         CTX__SCOPE.pending; CTX__SCOPE.pending = 0)
+    CTX__WITH(var, value, &(err), CTX__CAT(ctx__scope_, __COUNTER__))
 #define CTX_WITH(var, value)                                                 \
-    for (ctx_scope_t CTX__SCOPE __attribute__((cleanup(ctx_scope_end))) =    \
-             ctx_scope_begin((var), (value), NULL);                          \
-         CTX__SCOPE.pending; CTX__SCOPE.pending = 0)
+    CTX__WITH(var, value, NULL, CTX__CAT(ctx__scope_, __COUNTER__))
 #endif
 
 /* ---------------------------------------------------------------------
