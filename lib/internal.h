@@ -214,10 +214,11 @@ CTX__HIDDEN int ctx__hamt_foreach(const ctx__hnode_t *root,
                                   void *arg);
 
 /* Debug and test aids: validates every structural invariant (bitmaps,
- * counts, hashes on the right path, no empty or single-leaf subnodes) and
+ * counts, hashes on the right path, no empty or single-binding subnodes) and
  * returns the number of bindings, or -1 with a message on stderr. */
 CTX__HIDDEN long ctx__hamt_check(const ctx__hnode_t *root);
-/* Depth of the trie (0 for empty) and a one-line-per-node dump. */
+/* Depth of the trie (0 for empty), and a dump with one line per node and
+ * per binding. */
 CTX__HIDDEN int ctx__hamt_depth(const ctx__hnode_t *root);
 CTX__HIDDEN void ctx__hamt_dump(const ctx__hnode_t *root, FILE *out);
 
