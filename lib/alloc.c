@@ -61,3 +61,41 @@ void ctx__die(const char *what, const char *file, int line)
     abort();
 }
 #endif
+
+/* ------------------------------------------------------------------
+ * Spares: one freed block per kind per thread, for the objects made and
+ * dropped most often (a context per copy_context or pool job, a token per
+ * set with token).  Reusing a block skips malloc's and free's bookkeeping.
+ * Only a thread whose teardown is registered keeps spares, since teardown
+ * is what frees them (ctx__spare_drain).  Taking a spare still counts as an
+ * allocation for fault injection.
+ * ---------------------------------------------------------------- */
+static _Thread_local void *spares[CTX__SPARE_KINDS] CTX__TLS_IE;
+
+void *ctx__spare_take(enum ctx__spare_kind kind, size_t size)
+{
+    void *p = spares[kind];
+    if (p == NULL)
+        return ctx__malloc(size);
+    if (CTX__UNLIKELY(fault_fires()))
+        return NULL;
+    spares[kind] = NULL;
+    return p;
+}
+
+void ctx__spare_give(enum ctx__spare_kind kind, void *p)
+{
+    if (spares[kind] == NULL && ctx__ts.registered)
+        spares[kind] = p;
+    else
+        ctx__free(p);
+}
+
+void ctx__spare_drain(void)
+{
+    for (int i = 0; i < CTX__SPARE_KINDS; i++) {
+        ctx__free(spares[i]);
+        spares[i] = NULL;
+    }
+}
+

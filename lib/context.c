@@ -17,7 +17,7 @@
 
 int ctx__context_alloc(ctx__hnode_t *root, size_t len, ctx_context_t **out)
 {
-    ctx_context_t *c = ctx__malloc(sizeof *c);
+    ctx_context_t *c = ctx__spare_take(CTX__SPARE_CONTEXT, sizeof *c);
     if (c == NULL)
         return ENOMEM;
     CTX__SET_MAGIC(c, CTX__MAGIC_CONTEXT);
@@ -51,13 +51,26 @@ static int context_from(ctx__hnode_t *root, size_t len, bool private_,
     return 0;
 }
 
+/* A reference to the root of the calling thread's current context.  A
+ * private context whose root nobody else holds is out of every other
+ * thread's reach, so a plain store does what the atomic increment would. */
+static ctx__hnode_t *retain_own_root(const ctx_context_t *cur)
+{
+    ctx__hnode_t *root = cur->root;
+    if (cur->private_ && root != NULL && ctx__hamt_refcount(root) == 1) {
+        ctx__hamt_set_refcount(root, 2);
+        return root;
+    }
+    return ctx__hamt_retain(root);
+}
+
 int ctx__copy_current(ctx_context_t **out)
 {
     /* The owner reads its own current context without the lock. */
     const ctx_context_t *cur = ctx__ts.current;
     if (cur == NULL)
         return context_from(NULL, 0, true, out);
-    return context_from(ctx__hamt_retain(cur->root), cur->len, true, out);
+    return context_from(retain_own_root(cur), cur->len, true, out);
 }
 
 int ctx_copy_context(ctx_context_t **out)
@@ -96,7 +109,7 @@ static void context_free(ctx_context_t *ctx)
 {
     CTX__SET_MAGIC(ctx, CTX__MAGIC_DEAD);
     ctx__hamt_release(ctx->root);
-    ctx__free(ctx);
+    ctx__spare_give(CTX__SPARE_CONTEXT, ctx);
 }
 
 /* Drops `amount` from the state word (a reference, or the entered flag). */

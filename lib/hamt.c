@@ -99,6 +99,16 @@ ctx__hnode_t *ctx__hamt_retain(ctx__hnode_t *root)
     return root;
 }
 
+unsigned ctx__hamt_refcount(const ctx__hnode_t *root)
+{
+    return atomic_load_explicit(&root->refcnt, memory_order_relaxed);
+}
+
+void ctx__hamt_set_refcount(ctx__hnode_t *root, unsigned n)
+{
+    atomic_store_explicit(&root->refcnt, n, memory_order_relaxed);
+}
+
 void ctx__hamt_release(ctx__hnode_t *root)
 {
     if (root == NULL)
@@ -206,7 +216,7 @@ static uint32_t slot_bit(uint32_t hash, unsigned shift)
 
 static uint32_t slot_index(uint32_t bitmap, uint32_t bit)
 {
-    return (uint32_t)__builtin_popcount(bitmap & (bit - 1));
+    return popcount32(bitmap & (bit - 1));
 }
 
 static uint32_t entry_hash(const hentry_t *e)

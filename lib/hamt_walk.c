@@ -55,7 +55,7 @@ static long check_node(const ctx__hnode_t *n, unsigned shift, uint32_t prefix,
     }
     if (shift > MAX_SHIFT)
         return check_fail("bitmap node below the last level", shift);
-    if ((uint32_t)__builtin_popcount(n->bitmap) != n->count)
+    if (popcount32(n->bitmap) != n->count)
         return check_fail("bitmap does not match count", shift);
     if (!is_root && single_binding(n))
         return check_fail("subnode holding a single binding", shift);

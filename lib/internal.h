@@ -100,6 +100,12 @@ CTX__HIDDEN void ctx__free(void *p);
  * ctx__fault_armed(): whether the failure is still pending (it never
  * fired, so the call under test made fewer than k+1 allocations). */
 CTX__HIDDEN void ctx__fault_fail_after(long k);
+
+/* One spare block per kind per thread (see alloc.c). */
+enum ctx__spare_kind { CTX__SPARE_CONTEXT, CTX__SPARE_TOKEN, CTX__SPARE_KINDS };
+CTX__HIDDEN void *ctx__spare_take(enum ctx__spare_kind kind, size_t size);
+CTX__HIDDEN void ctx__spare_give(enum ctx__spare_kind kind, void *p);
+CTX__HIDDEN void ctx__spare_drain(void);
 CTX__HIDDEN bool ctx__fault_armed(void);
 
 /* ------------------------------------------------------------------
@@ -205,6 +211,10 @@ CTX__HIDDEN ctx__hres_t ctx__hamt_without(ctx__hnode_t **root,
 
 CTX__HIDDEN void ctx__hgarbage_dispose(ctx__hgarbage_t *garbage);
 CTX__HIDDEN ctx__hnode_t *ctx__hamt_retain(ctx__hnode_t *root);
+/* For an owner that knows no other thread can reach root (see
+ * context.c): read and set the count without a read-modify-write. */
+CTX__HIDDEN unsigned ctx__hamt_refcount(const ctx__hnode_t *root);
+CTX__HIDDEN void ctx__hamt_set_refcount(ctx__hnode_t *root, unsigned n);
 CTX__HIDDEN void ctx__hamt_release(ctx__hnode_t *root);
 
 /* Visits every binding; stops at fn's first non-zero return. */

@@ -13,7 +13,7 @@
 int ctx__token_new(ctx_var_t *var, ctx_context_t *ctx, void *old_value,
                    ctx_token_t **out)
 {
-    ctx_token_t *t = ctx__malloc(sizeof *t);
+    ctx_token_t *t = ctx__spare_take(CTX__SPARE_TOKEN, sizeof *t);
     if (t == NULL)
         return ENOMEM;
     CTX__SET_MAGIC(t, CTX__MAGIC_TOKEN);
@@ -52,5 +52,5 @@ void ctx_token_release(ctx_token_t *token)
     ctx__value_release(token->var, token->old_value);
     ctx_var_release(token->var);
     ctx_context_release(token->ctx);
-    ctx__free(token);
+    ctx__spare_give(CTX__SPARE_TOKEN, token);
 }
