@@ -133,6 +133,15 @@ void ctx_context_release(ctx_context_t *ctx)
 
 void ctx__context_leave(ctx_context_t *ctx)
 {
+    /* As in enter: nobody else can hold a private context, so its flag
+     * clears with a store.  (Not for shared contexts: there the last other
+     * reference may be dropped at this very moment.) */
+    if (ctx->private_ && atomic_load_explicit(&ctx->state,
+                                              memory_order_relaxed) ==
+                             (CTX__REF | CTX__ENTERED)) {
+        atomic_store_explicit(&ctx->state, CTX__REF, memory_order_release);
+        return;
+    }
     context_put(ctx, CTX__ENTERED);
 }
 
@@ -150,13 +159,21 @@ int ctx_context_enter(ctx_context_t *ctx)
     ctx_context_t *cur = ctx__current();
     if (CTX__UNLIKELY(cur == NULL))
         return ENOMEM;
-    size_t s = atomic_load_explicit(&ctx->state, memory_order_relaxed);
+    size_t s = atomic_load_explicit(&ctx->state, memory_order_acquire);
+    if (ctx->private_ && s == CTX__REF) {
+        /* A private context (a pool job's) has no handle outside this
+         * thread, so no other thread can touch its state: skip the CAS. */
+        atomic_store_explicit(&ctx->state, s | CTX__ENTERED,
+                              memory_order_relaxed);
+        goto entered;
+    }
     do {
         if (s & CTX__ENTERED)
             return EBUSY;
     } while (!atomic_compare_exchange_weak_explicit(
         &ctx->state, &s, s | CTX__ENTERED, memory_order_acquire,
         memory_order_relaxed));
+entered:
     ctx->prev = cur;
     ctx__ts.current = ctx;
     ctx__ts_changed();
@@ -178,6 +195,22 @@ int ctx_context_exit(ctx_context_t *ctx)
     return 0;
 }
 
+/* fn returned with ctx not innermost.  If ctx is still on this thread's
+ * stack, fn left contexts entered above it: exit them, innermost first,
+ * as CPython refuses to leave them dangling (otherwise every later set
+ * would land in them, and other threads would get EBUSY forever).  If fn
+ * exited ctx itself, the stack below is the caller's: leave it alone. */
+static void unwind_above(ctx_context_t *ctx)
+{
+    ctx_context_t *c = ctx__ts.current;
+    while (c != NULL && c != ctx && c != ctx__ts.base)
+        c = c->prev;
+    if (c != ctx)
+        return;
+    while (ctx__ts.current != ctx)
+        ctx_context_exit(ctx__ts.current);
+}
+
 int ctx__run(ctx_context_t *ctx, void *(*fn)(void *), void *arg,
              void **result)
 {
@@ -185,6 +218,8 @@ int ctx__run(ctx_context_t *ctx, void *(*fn)(void *), void *arg,
     if (err != 0)
         return err;
     void *r = fn(arg);
+    if (CTX__UNLIKELY(ctx__ts.current != ctx))
+        unwind_above(ctx);
     ctx_context_exit(ctx);
     if (result != NULL)
         *result = r;

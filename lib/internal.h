@@ -117,13 +117,23 @@ typedef struct {
     atomic_bool locked;
 } ctx__spin_t;
 
+/* Tells the CPU we are spinning (frees the core's other hyperthread). */
+static inline void ctx__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 static inline void ctx__spin_lock(ctx__spin_t *l)
 {
     for (;;) {
         if (!atomic_exchange_explicit(&l->locked, true, memory_order_acquire))
             return;
         while (atomic_load_explicit(&l->locked, memory_order_relaxed))
-            __builtin_ia32_pause();
+            ctx__cpu_relax();
     }
 }
 
