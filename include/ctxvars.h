@@ -228,6 +228,7 @@ CTX_EXTERN void ctx_context_release(ctx_context_t *ctx);
 
 /* Enters ctx, calls fn(arg), exits, and stores fn's return value in
  * *result (result may be NULL).  Changes fn makes to variables land in ctx.
+ * Contexts fn entered and left entered are exited when it returns.
  * If fn leaves through pthread_exit() or cancellation, ctx is exited when
  * the thread's storage is torn down, and is usable again once the thread
  * has been joined (or has finished, when detached).
@@ -278,6 +279,22 @@ CTX_EXTERN int ctx_context_foreach(const ctx_context_t *ctx,
  * resources (memory included) run short, EINVAL for NULL thread or fn. */
 CTX_EXTERN int ctx_thread_create(pthread_t *thread, const pthread_attr_t *attr,
                                  void *(*fn)(void *), void *arg);
+
+/* The two halves of ctx_thread_create(), for threads started some other
+ * way (another library's thread-creation function, a wrapper of your own,
+ * the preload shim libctxvars-inherit.so).  ctx_thread_wrap() takes the
+ * snapshot now and gives back *start_arg; hand ctx_thread_start as the
+ * start routine and *start_arg as its argument to whatever creates the
+ * thread.  On the new thread, ctx_thread_start() makes the snapshot the
+ * thread's base context and returns fn(arg).  (Called on a thread that
+ * already uses ctxvars, it runs fn inside the snapshot instead.)  Each
+ * start_arg starts one thread; if the thread is never started, give it
+ * back with ctx_thread_wrap_discard() (NULL is a no-op).
+ * ctx_thread_wrap errors: EINVAL (fn or start_arg NULL), ENOMEM. */
+CTX_EXTERN int ctx_thread_wrap(void *(*fn)(void *), void *arg,
+                               void **start_arg);
+CTX_EXTERN void *ctx_thread_start(void *start_arg);
+CTX_EXTERN void ctx_thread_wrap_discard(void *start_arg);
 
 typedef struct ctx_pool ctx_pool_t;
 typedef struct ctx_future ctx_future_t;
