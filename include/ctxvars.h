@@ -20,6 +20,9 @@
  *  - On any error, nothing changed: no binding, token or context is touched
  *    and *out is left as it was (strong guarantee, ENOMEM included).
  *  - Every function may be called from any thread at any time.
+ *  - After fork(), the child may use the library: contexts that other
+ *    threads had entered are exited in the child.  Pools made before the
+ *    fork have no workers in the child and must not be used there.
  *  - Objects you get through an out-pointer are yours; drop them with the
  *    matching *_release().  Release functions accept NULL.
  *  - Using an object after its last release is undefined (as with free());

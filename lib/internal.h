@@ -295,6 +295,8 @@ struct ctx__tstate {
     ctx_context_t *base;
     uint64_t ver;            /* bumped on every change of what get sees */
     bool registered;         /* pthread key set: teardown runs at exit */
+    ctx__tstate_t *reg_next; /* the registry of live threads (fork) */
+    ctx__tstate_t *reg_prev;
     struct ctx__cache_slot cache[CTX__CACHE_SLOTS];
 };
 

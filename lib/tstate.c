@@ -8,7 +8,9 @@
  * for its destructor: that is how the base context gets freed when a thread
  * exits, and how contexts entered by a thread that left through
  * pthread_exit() or cancellation get exited (the destructor runs after the
- * thread's cleanup handlers, before pthread_join() returns).
+ * thread's cleanup handlers, before pthread_join() returns).  A registry
+ * of the threads' states lets a fork() child exit what other threads had
+ * entered.
  */
 #include "config.h"
 
@@ -18,6 +20,72 @@
 #include <pthread.h>
 
 _Thread_local ctx__tstate_t ctx__ts CTX__TLS_IE;
+
+/* Every registered thread's state, so that a fork() child can exit the
+ * contexts that threads which do not exist in the child left entered (see
+ * fork_child).  Touched once per thread at start and at exit only. */
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static ctx__tstate_t *registry;
+
+static void registry_add(ctx__tstate_t *ts)
+{
+    pthread_mutex_lock(&registry_lock);
+    ts->reg_prev = NULL;
+    ts->reg_next = registry;
+    if (registry != NULL)
+        registry->reg_prev = ts;
+    registry = ts;
+    pthread_mutex_unlock(&registry_lock);
+}
+
+static void registry_unlink(ctx__tstate_t *ts)
+{
+    if (ts->reg_prev != NULL)
+        ts->reg_prev->reg_next = ts->reg_next;
+    else
+        registry = ts->reg_next;
+    if (ts->reg_next != NULL)
+        ts->reg_next->reg_prev = ts->reg_prev;
+    ts->reg_next = ts->reg_prev = NULL;
+}
+
+static void registry_remove(ctx__tstate_t *ts)
+{
+    pthread_mutex_lock(&registry_lock);
+    registry_unlink(ts);
+    pthread_mutex_unlock(&registry_lock);
+}
+
+/* fork() keeps the registry stable while it copies the process. */
+static void fork_prepare(void) { pthread_mutex_lock(&registry_lock); }
+static void fork_parent(void) { pthread_mutex_unlock(&registry_lock); }
+
+/* In the child only the forking thread exists.  Contexts the others had
+ * entered would answer EBUSY forever, and a context lock one of them held
+ * at that instant would never open: exit those contexts (their entered
+ * flag is the only hold we can give back; the dead threads' own base
+ * contexts and references stay, as memory a dead thread owned does) and
+ * open their locks.  A lock held by a thread on some context it had not
+ * entered (a reader) cannot be found; it is held only for a few loads. */
+static void fork_child(void)
+{
+    ctx__tstate_t *ts = registry;
+    while (ts != NULL) {
+        ctx__tstate_t *next = ts->reg_next;
+        if (ts != &ctx__ts) {
+            while (ts->current != NULL && ts->current != ts->base) {
+                ctx_context_t *c = ts->current;
+                ts->current = c->prev;
+                c->prev = NULL;
+                atomic_store(&c->lock.locked, false);
+                ctx__context_leave(c);
+            }
+            registry_unlink(ts);
+        }
+        ts = next;
+    }
+    pthread_mutex_init(&registry_lock, NULL);
+}
 
 static pthread_key_t teardown_key;
 static pthread_once_t teardown_once = PTHREAD_ONCE_INIT;
@@ -37,6 +105,8 @@ static void teardown(void *unused)
     }
     ctx_context_t *base = ts->base;
     ts->base = ts->current = NULL;
+    if (ts->registered)
+        registry_remove(ts);
     ts->registered = false;
     ctx__ts_changed();
     if (base != NULL) {
@@ -52,6 +122,9 @@ static void teardown(void *unused)
 static void make_key(void)
 {
     teardown_key_err = pthread_key_create(&teardown_key, teardown);
+    if (teardown_key_err == 0)
+        teardown_key_err = pthread_atfork(fork_prepare, fork_parent,
+                                          fork_child);
 }
 
 static int register_thread(void)
@@ -61,6 +134,7 @@ static int register_thread(void)
         return ENOMEM;
     if (pthread_setspecific(teardown_key, &ctx__ts) != 0)
         return ENOMEM;
+    registry_add(&ctx__ts);
     ctx__ts.registered = true;
     return 0;
 }
