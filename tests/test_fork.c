@@ -85,15 +85,24 @@ START_TEST(child_can_use_the_library)
     pthread_barrier_wait(&entered);
     ck_assert_int_eq(ctx_context_enter(held), EBUSY);
 
+    /* The child reports through a pipe, not its exit status: under
+     * valgrind, the memory of the threads that do not exist in the child
+     * counts as leaked there, and valgrind's --error-exitcode would
+     * overwrite a passing child's status. */
+    int fd[2];
+    ck_assert_int_eq(pipe(fd), 0);
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
-    if (pid == 0)
-        _exit(child_checks());
-    int status;
+    if (pid == 0) {
+        int step = child_checks();
+        _exit(write(fd[1], &step, sizeof step) == sizeof step ? 0 : 99);
+    }
+    close(fd[1]);
+    int step = -1, status;
+    ck_assert_int_eq(read(fd[0], &step, sizeof step), sizeof step);
+    close(fd[0]);
     ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-                  "child failed at step %d (status %d)",
-                  WIFEXITED(status) ? WEXITSTATUS(status) : -1, status);
+    ck_assert_msg(step == 0, "child failed at step %d", step);
 
     /* The parent's holder is still inside, as it should be. */
     ck_assert_int_eq(ctx_context_enter(held), EBUSY);
