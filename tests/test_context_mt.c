@@ -21,13 +21,6 @@
 #include <stdint.h>
 #include <unistd.h>
 
-static atomic_int thr_fail_line;
-#define THR_CHECK(cond)                                                      \
-    do {                                                                     \
-        int zero_ = 0;                                                       \
-        if (!(cond))                                                         \
-            atomic_compare_exchange_strong(&thr_fail_line, &zero_, __LINE__);\
-    } while (0)
 
 /* A level-triggered signal between threads. */
 struct gate {
@@ -67,9 +60,7 @@ static void join_ok(pthread_t th, void *expect)
     void *ret = BAD;
     ck_ok(pthread_join(th, &ret));
     ck_assert_ptr_eq(ret, expect);
-    ck_assert_msg(atomic_load(&thr_fail_line) == 0,
-                  "check in a thread failed at line %d",
-                  atomic_load(&thr_fail_line));
+    ck_threads_ok();
 }
 
 /* test_context_threads_1 with a barrier in place of random sleeps: every

@@ -24,17 +24,6 @@
 #define P(n) ((void *)(uintptr_t)(n))
 #define N_MANY 100000
 
-static atomic_int thr_fail_line;
-#define THR_CHECK(cond)                                                      \
-    do {                                                                     \
-        int zero_ = 0;                                                       \
-        if (!(cond))                                                         \
-            atomic_compare_exchange_strong(&thr_fail_line, &zero_, __LINE__);\
-    } while (0)
-#define ck_threads_ok()                                                      \
-    ck_assert_msg(atomic_load(&thr_fail_line) == 0,                          \
-                  "check in a thread failed at line %d",                     \
-                  atomic_load(&thr_fail_line))
 
 static ctx_var_t *var;       /* no default */
 static atomic_long ran;      /* jobs that ran */

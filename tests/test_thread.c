@@ -23,17 +23,6 @@
 #define P(n) ((void *)(uintptr_t)(n))
 #define BAD P(0xbad)
 
-static atomic_int thr_fail_line;
-#define THR_CHECK(cond)                                                      \
-    do {                                                                     \
-        int zero_ = 0;                                                       \
-        if (!(cond))                                                         \
-            atomic_compare_exchange_strong(&thr_fail_line, &zero_, __LINE__);\
-    } while (0)
-#define ck_threads_ok()                                                      \
-    ck_assert_msg(atomic_load(&thr_fail_line) == 0,                          \
-                  "check in a thread failed at line %d",                     \
-                  atomic_load(&thr_fail_line))
 
 /* Values of `counted` count their holders, so a context that is never
  * freed shows as a hold that never goes. */
