@@ -1,0 +1,96 @@
+/*
+ * pool_future.c - waiting on a pool's jobs: a job record is also its
+ * future.  Outsiders block; the pool's own jobs help, running the job
+ * awaited or others until it is done.  See the top of pool.c.
+ */
+#include "config.h"
+
+#include "pool.h"
+
+#include <errno.h>
+
+static bool time_is_up(const struct timespec *abstime)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return now.tv_sec > abstime->tv_sec ||
+           (now.tv_sec == abstime->tv_sec && now.tv_nsec >= abstime->tv_nsec);
+}
+
+/* For threads that are not workers of f's pool. */
+static int block_until_done(ctx_future_t *f, const struct timespec *abstime)
+{
+    ctx_pool_t *pool = f->pool;
+    int err = 0;
+    pthread_mutex_lock(&pool->park_m);
+    atomic_fetch_or(&f->waiters, WAIT_BLOCKED);
+    while (!is_done(f) && err == 0)
+        err = cond_wait(&pool->done_cond, &pool->park_m, abstime);
+    pthread_mutex_unlock(&pool->park_m);
+    return is_done(f) ? 0 : err;
+}
+
+/* For jobs of f's pool: runs f inline if it has not started, else other
+ * jobs until it is done, so jobs can wait on jobs with any pool size. */
+static int help_until_done(struct worker *w, ctx_future_t *f,
+                           const struct timespec *abstime)
+{
+    int err = 0;
+    while (!is_done(f) && err == 0) {
+        ctx_future_t *rec;
+        if (claim(f))
+            ctx__pool_execute(w, f); /* its queue entry is a tombstone now */
+        else if (abstime != NULL && time_is_up(abstime))
+            err = ETIMEDOUT;
+        else if ((rec = ctx__pool_find_work(w)) != NULL)
+            ctx__pool_run_queued(w, rec);
+        else if ((err = ctx__pool_idle_wait(w->pool, f, abstime)) != 0 ||
+                 is_done(f)) /* the wakeup may have been for work */
+            ctx__pool_wake_if_idle(w->pool);
+    }
+    return is_done(f) ? 0 : err;
+}
+
+static int future_wait(ctx_future_t *f, const struct timespec *abstime,
+                       void **result)
+{
+    if (!is_done(f)) {
+        int err = is_own_job(f->pool)
+                      ? help_until_done(ctx__pool_self, f, abstime)
+                      : block_until_done(f, abstime);
+        if (err != 0)
+            return err;
+    }
+    if (result != NULL)
+        *result = f->result;
+    return 0;
+}
+
+int ctx_future_wait(ctx_future_t *future, void **result)
+{
+    return future == NULL ? EINVAL : future_wait(future, NULL, result);
+}
+
+int ctx_future_timedwait(ctx_future_t *future, const struct timespec *abstime,
+                         void **result)
+{
+    if (future == NULL || abstime == NULL || abstime->tv_nsec < 0 ||
+        abstime->tv_nsec >= 1000000000L)
+        return EINVAL;
+    return future_wait(future, abstime, result);
+}
+
+bool ctx_future_done(const ctx_future_t *future)
+{
+    return future != NULL && is_done(future);
+}
+
+void ctx_future_release(ctx_future_t *future)
+{
+    if (future == NULL)
+        return;
+    ctx_pool_t *pool = future->pool;
+    if (unref(future))
+        ctx__pool_recycle(pool, NULL, future);
+    ctx__pool_unref(pool);
+}
