@@ -1,8 +1,9 @@
 /*
- * context_fixture.h - the fixture test_context.c and test_context_mt.c
- * share.  Each includer is one test program, so the statics below are
- * that program's own; Check forks every test, and the fixture hands each
- * one fresh objects.
+ * context_fixture.h - the fixture the variable and context suites share
+ * (test_var.c, test_with.c, test_context.c, test_context_mt.c).  Each
+ * includer is one test program, so the statics below are that program's
+ * own; Check forks every test, and the fixture hands each one fresh
+ * objects.
  */
 #ifndef CTXVARS_CONTEXT_FIXTURE_H
 #define CTXVARS_CONTEXT_FIXTURE_H
@@ -19,28 +20,35 @@
 #define DEF P(0xdef)
 #define UNUSED __attribute__((unused))
 
-/* Every test gets two variables without default, one whose default is
- * DEF, two fresh empty contexts and a call counter. */
+/* Every test gets two variables without default, one with a default
+ * (DEF unless the suite picks its own), two fresh empty contexts and a
+ * call counter.  The isolated variant also runs the test inside a fresh
+ * context of its own (iso), as Python's @isolated_context arranges, so
+ * no test depends on what others left in the thread's base context (when
+ * Check does not fork). */
 static ctx_var_t *va, *vb, *vdef;
-static ctx_context_t *ca, *cb;
+static ctx_context_t *ca, *cb, *iso;
 static atomic_int calls;
 
 static inline ctx_var_t *new_var(const char *name, void *def)
 {
     ctx_var_t *v = NULL;
     ck_ok(ctx_var_create(&v, name, def, NULL));
+    ck_assert_ptr_nonnull(v);
     return v;
 }
 
-static inline void fixture_setup(void)
+static inline void fixture_setup_def(void *def)
 {
     va = new_var("a", CTX_MISSING);
     vb = new_var("b", CTX_MISSING);
-    vdef = new_var("d", DEF);
+    vdef = new_var("d", def);
     ck_ok(ctx_context_new(&ca));
     ck_ok(ctx_context_new(&cb));
     atomic_store(&calls, 0);
 }
+
+static inline void fixture_setup(void) { fixture_setup_def(DEF); }
 
 static inline void fixture_teardown(void)
 {
@@ -49,6 +57,22 @@ static inline void fixture_teardown(void)
     ctx_var_release(vdef);
     ctx_var_release(vb);
     ctx_var_release(va);
+}
+
+static inline void isolated_setup_def(void *def)
+{
+    fixture_setup_def(def);
+    ck_ok(ctx_context_new(&iso));
+    ck_ok(ctx_context_enter(iso));
+}
+
+static inline void isolated_setup(void) { isolated_setup_def(DEF); }
+
+static inline void isolated_teardown(void)
+{
+    ck_ok(ctx_context_exit(iso));
+    ctx_context_release(iso);
+    fixture_teardown();
 }
 
 static inline void *run_in(ctx_context_t *ctx, void *(*fn)(void *), void *arg)

@@ -12,70 +12,15 @@
 #include "config.h"
 
 #include "internal.h"
-#include "testutil.h"
+#include "context_fixture.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 
-#define P(n) ((void *)(uintptr_t)(n))
-#define BAD P(0xbad) /* what an out-pointer holds before a failing call */
-#define UNUSED __attribute__((unused))
-
-/* Every test gets two variables without default, one whose default is 42
- * and a fresh empty context cx, besides the one it runs in (iso). */
-static ctx_var_t *va, *vb, *vdef;
-static ctx_context_t *cx, *iso;
-
-static ctx_var_t *new_var(const char *name, void *def)
-{
-    ctx_var_t *v = NULL;
-    ck_ok(ctx_var_create(&v, name, def, NULL));
-    ck_assert_ptr_nonnull(v);
-    return v;
-}
-
-static void setup(void)
-{
-    va = new_var("a", CTX_MISSING);
-    vb = new_var("b", CTX_MISSING);
-    vdef = new_var("d", P(42));
-    ck_ok(ctx_context_new(&cx));
-    ck_ok(ctx_context_new(&iso));
-    ck_ok(ctx_context_enter(iso));
-}
-
-static void teardown(void)
-{
-    ck_ok(ctx_context_exit(iso));
-    ctx_context_release(iso);
-    ctx_context_release(cx);
-    ctx_var_release(vdef);
-    ctx_var_release(vb);
-    ctx_var_release(va);
-}
-
-static void *run_in(ctx_context_t *ctx, void *(*fn)(void *), void *arg)
-{
-    void *res = BAD;
-    ck_ok(ctx_context_run(ctx, fn, arg, &res));
-    return res;
-}
-
-static void *get_val(const ctx_var_t *v)
-{
-    void *out = BAD;
-    ck_ok(ctx_var_get(v, &out));
-    return out;
-}
-
-static void *ctx_val(const ctx_context_t *c, const ctx_var_t *v)
-{
-    void *out = BAD;
-    ck_ok(ctx_context_get(c, v, &out));
-    return out;
-}
+/* The default of vdef is 42 here, as in CPython's tests. */
+static void setup(void) { isolated_setup_def(P(42)); }
 
 static void assert_unbound(const ctx_var_t *v)
 {
@@ -201,25 +146,25 @@ static void *getset_3_fun(void *arg UNUSED)
     void *v = BAD;
     ctx_token_t *t = NULL;
     ck_assert_ptr_eq(get_val(vdef), P(42));
-    ck_assert_int_eq(ctx_context_get(cx, vdef, &v), ENOENT);
+    ck_assert_int_eq(ctx_context_get(ca, vdef, &v), ENOENT);
     ck_assert_ptr_eq(v, BAD);
-    ck_assert(!ctx_context_contains(cx, vdef));
-    ck_assert_uint_eq(ctx_context_len(cx), 0);
+    ck_assert(!ctx_context_contains(ca, vdef));
+    ck_assert_uint_eq(ctx_context_len(ca), 0);
 
     ck_ok(ctx_var_set(vdef, P(1), &t));
-    ck_assert_uint_eq(ctx_context_len(cx), 1);
-    ck_assert_ptr_eq(ctx_val(cx, vdef), P(1));
+    ck_assert_uint_eq(ctx_context_len(ca), 1);
+    ck_assert_ptr_eq(ctx_val(ca, vdef), P(1));
 
     ck_ok(ctx_var_reset(vdef, t));
-    ck_assert_uint_eq(ctx_context_len(cx), 0);
-    ck_assert(!ctx_context_contains(cx, vdef));
-    ck_assert_int_eq(ctx_context_get(cx, vdef, &v), ENOENT);
+    ck_assert_uint_eq(ctx_context_len(ca), 0);
+    ck_assert(!ctx_context_contains(ca, vdef));
+    ck_assert_int_eq(ctx_context_get(ca, vdef, &v), ENOENT);
     ck_assert_ptr_eq(get_val(vdef), P(42));
     ctx_token_release(t);
     return NULL;
 }
 
-START_TEST(getset_3) { run_in(cx, getset_3_fun, NULL); }
+START_TEST(getset_3) { run_in(ca, getset_3_fun, NULL); }
 END_TEST
 
 static void *set_1_token(void *arg)
@@ -237,12 +182,12 @@ static void *reset_token(void *arg)
 
 START_TEST(getset_4)
 {
-    ctx_token_t *tok = run_in(cx, set_1_token, vdef);
+    ctx_token_t *tok = run_in(ca, set_1_token, vdef);
     ck_assert_int_eq(ctx_var_reset(vdef, tok), EINVAL);
     ck_assert(!ctx_token_used(tok));
     /* Back in the context that made it, the token works. */
-    ck_assert_ptr_eq(run_in(cx, reset_token, tok), P(0));
-    ck_assert(!ctx_context_contains(cx, vdef));
+    ck_assert_ptr_eq(run_in(ca, reset_token, tok), P(0));
+    ck_assert(!ctx_context_contains(ca, vdef));
     ctx_token_release(tok);
 }
 END_TEST
@@ -282,13 +227,13 @@ END_TEST
 /* CPython checks "used" first, then the variable, then the context. */
 START_TEST(reset_error_order)
 {
-    ctx_token_t *used = NULL, *foreign = run_in(cx, set_1_token, va);
+    ctx_token_t *used = NULL, *foreign = run_in(ca, set_1_token, va);
     ck_ok(ctx_var_set(va, P(2), &used));
     ck_ok(ctx_var_reset(va, used));
     ck_assert_int_eq(ctx_var_reset(vb, used), EALREADY);
     ck_assert_int_eq(ctx_var_reset(vb, foreign), EINVAL);
     ck_assert_int_eq(ctx_var_reset(va, foreign), EINVAL);
-    ck_assert_ptr_eq(run_in(cx, reset_token, foreign), P(0));
+    ck_assert_ptr_eq(run_in(ca, reset_token, foreign), P(0));
     ck_assert_int_eq(ctx_var_reset(va, foreign), EALREADY);
     ctx_token_release(foreign);
     ctx_token_release(used);
@@ -318,10 +263,10 @@ START_TEST(reset_token_inside_other_run)
 {
     ctx_token_t *tok = NULL;
     ck_ok(ctx_var_set(va, P(1), &tok));
-    ck_assert_ptr_eq(run_in(cx, reset_token, tok), P(EINVAL));
-    ck_ok(ctx_context_enter(cx));
+    ck_assert_ptr_eq(run_in(ca, reset_token, tok), P(EINVAL));
+    ck_ok(ctx_context_enter(ca));
     ck_assert_int_eq(ctx_var_reset(va, tok), EINVAL);
-    ck_ok(ctx_context_exit(cx));
+    ck_ok(ctx_context_exit(ca));
     ck_ok(ctx_var_reset(va, tok));
     assert_unbound(va);
     ctx_token_release(tok);
@@ -386,22 +331,22 @@ START_TEST(get_cache_follows_changes)
 {
     ck_ok(ctx_var_set(va, P(1), NULL));
     ck_assert_ptr_eq(ctx_var_get_or(va, P(0)), P(1));
-    run_in(cx, cache_fun, va);
+    run_in(ca, cache_fun, va);
     ck_assert_ptr_eq(ctx_var_get_or(va, P(0)), P(1));
-    ck_ok(ctx_context_enter(cx));
+    ck_ok(ctx_context_enter(ca));
     ck_assert_ptr_eq(ctx_var_get_or(va, P(0)), P(2));
-    ck_ok(ctx_context_exit(cx));
+    ck_ok(ctx_context_exit(ca));
     ck_ok(ctx_var_set(va, P(3), NULL));
     ck_assert_ptr_eq(ctx_var_get_or(va, P(0)), P(3));
     /* Fresh variables, some perhaps in a freed one's memory, never hit
      * another variable's cached entry. */
-    ck_ok(ctx_context_enter(cx));
+    ck_ok(ctx_context_enter(ca));
     for (int i = 0; i < 8; i++) {
         ctx_var_t *v = new_var("fresh", CTX_MISSING);
         ck_assert_ptr_eq(ctx_var_get_or(v, P(0)), P(0));
         ctx_var_release(v);
     }
-    ck_ok(ctx_context_exit(cx));
+    ck_ok(ctx_context_exit(ca));
 }
 END_TEST
 
@@ -536,12 +481,12 @@ START_TEST(value_ops_default_lifetime)
 {
     ctx_var_t *v = new_counted_var(&vals[0]);
     ck_assert_int_ge(atomic_load(&vals[0].live), 1);
-    run_in(cx, set_4_then_5, v);
+    run_in(ca, set_4_then_5, v);
     ctx_var_release(v);
     ck_assert_int_ge(atomic_load(&vals[0].live), 1);
     ck_assert_int_ge(atomic_load(&vals[5].live), 1);
-    ctx_context_release(cx);
-    cx = NULL;
+    ctx_context_release(ca);
+    ca = NULL;
     for (int i = 0; i <= NVALS; i++)
         ck_assert_int_eq(atomic_load(&vals[i].live), 0);
     ck_assert_int_eq(atomic_load(&bad_releases), 0);
@@ -607,7 +552,7 @@ static Suite *var_suite(void)
 {
     Suite *s = suite_create("var");
     TCase *tc = tcase_create("core");
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, setup, isolated_teardown);
     tcase_add_test(tc, var_new_name);
     tcase_add_test(tc, getset_1);
     tcase_add_test(tc, getset_2);

@@ -14,52 +14,10 @@
 #include "config.h"
 
 #include "internal.h"
-#include "testutil.h"
+#include "context_fixture.h"
 
 #include <errno.h>
 #include <stdint.h>
-
-#define P(n) ((void *)(uintptr_t)(n))
-#define BAD P(0xbad) /* what an out-pointer holds before a failing call */
-#define DEF P(0xdef)
-#define UNUSED __attribute__((unused))
-
-static ctx_var_t *va, *vb, *vdef;
-static ctx_context_t *iso, *cx;
-
-static ctx_var_t *new_var(const char *name, void *def)
-{
-    ctx_var_t *v = NULL;
-    ck_ok(ctx_var_create(&v, name, def, NULL));
-    return v;
-}
-
-static void setup(void)
-{
-    va = new_var("a", CTX_MISSING);
-    vb = new_var("b", CTX_MISSING);
-    vdef = new_var("d", DEF);
-    ck_ok(ctx_context_new(&cx));
-    ck_ok(ctx_context_new(&iso));
-    ck_ok(ctx_context_enter(iso));
-}
-
-static void teardown(void)
-{
-    ck_ok(ctx_context_exit(iso));
-    ctx_context_release(iso);
-    ctx_context_release(cx);
-    ctx_var_release(vdef);
-    ctx_var_release(vb);
-    ctx_var_release(va);
-}
-
-static void *get_val(const ctx_var_t *v)
-{
-    void *out = BAD;
-    ck_ok(ctx_var_get(v, &out));
-    return out;
-}
 
 /* Unbound in the current context, and get says so without touching out. */
 static void assert_unbound(const ctx_var_t *v)
@@ -410,19 +368,19 @@ static void *with_in_run(void *arg UNUSED)
 {
     void *seen = BAD;
     CTX_WITH(va, P(4)) {
-        ck_ok(ctx_context_get(cx, va, &seen));
+        ck_ok(ctx_context_get(ca, va, &seen));
         ck_assert(!ctx_context_contains(iso, va));
     }
-    ck_assert(!ctx_context_contains(cx, va));
+    ck_assert(!ctx_context_contains(ca, va));
     return seen;
 }
 
 START_TEST(inside_run)
 {
     void *res = BAD;
-    ck_ok(ctx_context_run(cx, with_in_run, NULL, &res));
+    ck_ok(ctx_context_run(ca, with_in_run, NULL, &res));
     ck_assert_ptr_eq(res, P(4));
-    ck_assert_uint_eq(ctx_context_len(cx), 0);
+    ck_assert_uint_eq(ctx_context_len(ca), 0);
     assert_unbound(va);
 }
 END_TEST
@@ -439,7 +397,7 @@ START_TEST(run_and_copy_inside)
     ctx_context_t *snap = NULL;
     void *res = BAD;
     CTX_WITH(va, P(6)) {
-        ck_ok(ctx_context_run(cx, get_va_or_null, NULL, &res));
+        ck_ok(ctx_context_run(ca, get_va_or_null, NULL, &res));
         ck_ok(ctx_copy_context(&snap));
     }
     ck_assert_ptr_null(res);
@@ -458,13 +416,13 @@ START_TEST(entered_context_skips_reset)
     void *out = BAD;
     int ran = 0;
     CTX_WITH(va, P(8)) {
-        ck_ok(ctx_context_enter(cx));
+        ck_ok(ctx_context_enter(ca));
         ran++;
     }
     ck_assert_int_eq(ran, 1);
-    ck_assert_int_eq(ctx_var_get(va, &out), ENOENT); /* cx is current */
+    ck_assert_int_eq(ctx_var_get(va, &out), ENOENT); /* ca is current */
     ck_assert(ctx_context_contains(iso, va));
-    ck_ok(ctx_context_exit(cx));
+    ck_ok(ctx_context_exit(ca));
     ck_assert_ptr_eq(get_val(va), P(8));
 }
 END_TEST
@@ -473,7 +431,7 @@ static Suite *with_suite(void)
 {
     Suite *s = suite_create("with");
     TCase *tc = tcase_create("scoped set");
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, isolated_setup, isolated_teardown);
     tcase_add_test(tc, value_visible_then_unbound);
     tcase_add_test(tc, old_value_restored);
     tcase_add_test(tc, default_shows_again);
