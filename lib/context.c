@@ -64,13 +64,34 @@ static ctx__hnode_t *retain_own_root(const ctx_context_t *cur)
     return ctx__hamt_retain(root);
 }
 
-int ctx__copy_current(ctx_context_t **out)
+ctx__hnode_t *ctx__snapshot_current(size_t *len)
 {
     /* The owner reads its own current context without the lock. */
     const ctx_context_t *cur = ctx__ts.current;
-    if (cur == NULL)
-        return context_from(NULL, 0, true, out);
-    return context_from(retain_own_root(cur), cur->len, true, out);
+    if (cur == NULL) {
+        *len = 0;
+        return NULL;
+    }
+    *len = cur->len;
+    return retain_own_root(cur);
+}
+
+ctx__hnode_t *ctx__snapshot_of(const ctx_context_t *ctx, size_t *len)
+{
+    CTX__CHECK_MAGIC(ctx, CTX__MAGIC_CONTEXT, "context");
+    ctx_context_t *c = (ctx_context_t *)ctx; /* the lock is not content */
+    ctx__spin_lock(&c->lock);
+    ctx__hnode_t *root = ctx__hamt_retain(c->root);
+    *len = c->len;
+    ctx__spin_unlock(&c->lock);
+    return root;
+}
+
+int ctx__copy_current(ctx_context_t **out)
+{
+    size_t len;
+    ctx__hnode_t *root = ctx__snapshot_current(&len);
+    return context_from(root, len, true, out);
 }
 
 int ctx_copy_context(ctx_context_t **out)
@@ -87,12 +108,8 @@ int ctx_context_copy(const ctx_context_t *ctx, ctx_context_t **out)
 {
     if (ctx == NULL || out == NULL)
         return EINVAL;
-    CTX__CHECK_MAGIC(ctx, CTX__MAGIC_CONTEXT, "context");
-    ctx_context_t *c = (ctx_context_t *)ctx; /* the lock is not content */
-    ctx__spin_lock(&c->lock);
-    ctx__hnode_t *root = ctx__hamt_retain(c->root);
-    size_t len = c->len;
-    ctx__spin_unlock(&c->lock);
+    size_t len;
+    ctx__hnode_t *root = ctx__snapshot_of(ctx, &len);
     return context_from(root, len, false, out);
 }
 

@@ -273,6 +273,14 @@ CTX__HIDDEN int ctx__context_alloc(ctx__hnode_t *root, size_t len,
  * ENOMEM only. */
 CTX__HIDDEN int ctx__copy_current(ctx_context_t **out);
 
+/* A snapshot without a context object: a reference to the root of the
+ * calling thread's current context (NULL: empty), or of any ctx, read
+ * safely while its owner writes, and the binding count.  The caller owns
+ * the reference.  Cannot fail. */
+CTX__HIDDEN ctx__hnode_t *ctx__snapshot_current(size_t *len);
+CTX__HIDDEN ctx__hnode_t *ctx__snapshot_of(const ctx_context_t *ctx,
+                                           size_t *len);
+
 /* The owner's writes to its current context c: bind, or unbind (ENOENT
  * when var was not bound).  0, ENOMEM, ENOENT.  Both drop this thread's
  * get cache. */

@@ -378,12 +378,9 @@ int ctx_pool_submit(ctx_pool_t *pool, void *(*fn)(void *), void *arg,
 {
     if (pool == NULL || fn == NULL)
         return EINVAL;
-    /* As ctx__copy_current(), without a context: a thread reads its own
-     * current context without the lock. */
-    const ctx_context_t *cur = ctx__ts.current;
-    return cur == NULL ? enqueue(pool, NULL, 0, fn, arg, future)
-                       : enqueue(pool, ctx__hamt_retain(cur->root), cur->len,
-                                 fn, arg, future);
+    size_t len;
+    ctx__hnode_t *root = ctx__snapshot_current(&len);
+    return enqueue(pool, root, len, fn, arg, future);
 }
 
 int ctx_pool_submit_in(ctx_pool_t *pool, const ctx_context_t *ctx,
@@ -393,13 +390,8 @@ int ctx_pool_submit_in(ctx_pool_t *pool, const ctx_context_t *ctx,
         return EINVAL;
     if (ctx == NULL)
         return enqueue(pool, NULL, 0, fn, arg, future);
-    /* As ctx_context_copy(), without a context. */
-    CTX__CHECK_MAGIC(ctx, CTX__MAGIC_CONTEXT, "context");
-    ctx_context_t *c = (ctx_context_t *)ctx; /* the lock is not content */
-    ctx__spin_lock(&c->lock);
-    ctx__hnode_t *root = ctx__hamt_retain(c->root);
-    size_t len = c->len;
-    ctx__spin_unlock(&c->lock);
+    size_t len;
+    ctx__hnode_t *root = ctx__snapshot_of(ctx, &len);
     return enqueue(pool, root, len, fn, arg, future);
 }
 
