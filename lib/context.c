@@ -267,7 +267,10 @@ static void write_unlock(ctx_context_t *c)
         ctx__spin_unlock(&c->lock);
 }
 
-int ctx__context_assoc(ctx_context_t *c, ctx_var_t *var, void *value)
+/* previous (may be NULL) receives the value var had, CTX_MISSING if
+ * unbound, held for the caller per var's ops. */
+int ctx__context_assoc(ctx_context_t *c, ctx_var_t *var, void *value,
+                       void **previous)
 {
     ctx__hgarbage_t g = CTX__HGARBAGE_INIT;
     bool added = false;
@@ -276,6 +279,11 @@ int ctx__context_assoc(ctx_context_t *c, ctx_var_t *var, void *value)
     if (added)
         c->len++;
     write_unlock(c);
+    if (previous != NULL && r != CTX__H_ERROR) {
+        /* Hold it before the garbage may drop the trie's hold. */
+        ctx__value_retain(var, g.previous);
+        *previous = g.previous;
+    }
     ctx__hgarbage_dispose(&g);
     if (r == CTX__H_ERROR)
         return ENOMEM;

@@ -380,6 +380,7 @@ static ctx__hnode_t *assoc_overwrite(ctx__hnode_t *n, bool owned, uint32_t idx,
                                      assoc_t *a)
 {
     hentry_t *e = &n->e[idx];
+    a->g->previous = e->value;
     if (e->value == a->value)
         return n; /* nothing changes: keep sharing */
     void *old = e->value;

@@ -196,9 +196,12 @@ typedef struct {
     ctx_var_t *key;      /* a displaced binding's key ... */
     void *value;         /* ... and value (CTX_MISSING: none) */
     bool drop_key;       /* whether the key reference goes too */
+    void *previous;      /* assoc: the key's value before (CTX_MISSING:
+                            unbound), borrowed; lets set make its token
+                            without a second walk */
 } ctx__hgarbage_t;
 
-#define CTX__HGARBAGE_INIT {NULL, NULL, CTX_MISSING, false}
+#define CTX__HGARBAGE_INIT {NULL, NULL, CTX_MISSING, false, CTX_MISSING}
 
 CTX__HIDDEN ctx__hres_t ctx__hamt_find(const ctx__hnode_t *root,
                                        const ctx_var_t *key, void **value);
@@ -285,7 +288,7 @@ CTX__HIDDEN ctx__hnode_t *ctx__snapshot_of(const ctx_context_t *ctx,
  * when var was not bound).  0, ENOMEM, ENOENT.  Both drop this thread's
  * get cache. */
 CTX__HIDDEN int ctx__context_assoc(ctx_context_t *c, ctx_var_t *var,
-                                   void *value);
+                                   void *value, void **previous);
 CTX__HIDDEN int ctx__context_without(ctx_context_t *c, const ctx_var_t *var);
 
 #define CTX__CACHE_SLOTS 32 /* power of two */
@@ -342,7 +345,11 @@ struct ctx_token {
     void *old_value;         /* held per var's ops; CTX_MISSING: was unbound */
 };
 
-CTX__HIDDEN int ctx__token_new(ctx_var_t *var, ctx_context_t *ctx,
-                               void *old_value, ctx_token_t **out);
+/* A token is allocated before the set it records (so a failed
+ * allocation changes nothing) and filled in after it.  fill takes over
+ * the caller's hold on old_value. */
+CTX__HIDDEN ctx_token_t *ctx__token_alloc(void);
+CTX__HIDDEN void ctx__token_fill(ctx_token_t *t, ctx_var_t *var,
+                                 ctx_context_t *ctx, void *old_value);
 
 #endif /* CTXVARS_INTERNAL_H */

@@ -8,22 +8,20 @@
 
 #include "internal.h"
 
-#include <errno.h>
 
-int ctx__token_new(ctx_var_t *var, ctx_context_t *ctx, void *old_value,
-                   ctx_token_t **out)
+ctx_token_t *ctx__token_alloc(void)
 {
-    ctx_token_t *t = ctx__spare_take(CTX__SPARE_TOKEN, sizeof *t);
-    if (t == NULL)
-        return ENOMEM;
+    return ctx__spare_take(CTX__SPARE_TOKEN, sizeof(ctx_token_t));
+}
+
+void ctx__token_fill(ctx_token_t *t, ctx_var_t *var, ctx_context_t *ctx,
+                     void *old_value)
+{
     CTX__SET_MAGIC(t, CTX__MAGIC_TOKEN);
     atomic_init(&t->used, false);
     t->var = ctx_var_retain(var);
     t->ctx = ctx_context_retain(ctx);
-    t->old_value = old_value;
-    ctx__value_retain(var, old_value);
-    *out = t;
-    return 0;
+    t->old_value = old_value; /* the caller's hold becomes the token's */
 }
 
 ctx_var_t *ctx_token_var(const ctx_token_t *token)

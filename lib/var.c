@@ -155,21 +155,19 @@ int ctx_var_set(ctx_var_t *var, void *value, ctx_token_t **token)
     ctx_context_t *cur = ctx__current();
     if (cur == NULL)
         return ENOMEM;
-    ctx_token_t *tok = NULL;
-    if (token != NULL) {
-        void *old = CTX_MISSING;
-        ctx__hamt_find(cur->root, var, &old);
-        int err = ctx__token_new(var, cur, old, &tok);
-        if (err != 0)
-            return err;
-    }
-    int err = ctx__context_assoc(cur, var, value);
+    if (token == NULL)
+        return ctx__context_assoc(cur, var, value, NULL);
+    ctx_token_t *tok = ctx__token_alloc();
+    if (tok == NULL)
+        return ENOMEM;
+    void *old;
+    int err = ctx__context_assoc(cur, var, value, &old);
     if (err != 0) {
-        ctx_token_release(tok);
+        ctx__spare_give(CTX__SPARE_TOKEN, tok);
         return err;
     }
-    if (token != NULL)
-        *token = tok;
+    ctx__token_fill(tok, var, cur, old);
+    *token = tok;
     return 0;
 }
 
@@ -188,7 +186,7 @@ int ctx_var_reset(ctx_var_t *var, ctx_token_t *token)
         return EINVAL;
     int err = token->old_value == CTX_MISSING
                   ? ctx__context_without(cur, var)
-                  : ctx__context_assoc(cur, var, token->old_value);
+                  : ctx__context_assoc(cur, var, token->old_value, NULL);
     if (err == ENOMEM)
         return err;
     /* ENOENT: the binding is already gone (never by this token's set; a
