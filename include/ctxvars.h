@@ -48,7 +48,7 @@ extern "C" {
 #endif
 
 #define CTXVARS_VERSION_MAJOR 0
-#define CTXVARS_VERSION_MINOR 1
+#define CTXVARS_VERSION_MINOR 2
 #define CTXVARS_VERSION_PATCH 0
 
 /* The "no value" sentinel (Python's Token.MISSING).  It is never a valid
@@ -384,6 +384,103 @@ CTX_EXTERN void ctx_callable_release(ctx_callable_t *callable);
  * ENOMEM, it then does not call fn at all; use ctx_callable_call() where
  * that matters.  NULL is a no-op. */
 CTX_EXTERN void ctx_callable_invoke_once(void *callable);
+
+
+/* ---------------------------------------------------------------------
+ * Fibers and coroutines: asyncio's Task, for stackful coroutines
+ *
+ * A fiber is a context of its own plus the stack of contexts entered in
+ * it, for a coroutine that a scheduler of yours switches in and out,
+ * possibly on a different thread each time.  The library switches no
+ * stacks: call ctx_fiber_resume() just before you switch to the
+ * coroutine's stack and ctx_fiber_suspend() just after it switches back
+ * (or from the coroutine itself, just before it yields):
+ *
+ *     ctx_fiber_resume(co->fiber);        // on any scheduler thread
+ *     swapcontext(&sched, &co->uc);       // runs until it yields
+ *     ctx_fiber_suspend(co->fiber);
+ *
+ * While it is resumed everything in the library acts on the fiber:
+ * get/set/reset, tokens, ctx_context_run(), enter/exit, CTX_WITH, copies,
+ * and the snapshots of ctx_thread_create(), ctx_pool_submit() and
+ * ctx_callable_create().  What the thread had current before the resume
+ * stays underneath and is current again after the suspend.
+ * ------------------------------------------------------------------ */
+typedef struct ctx_fiber ctx_fiber_t;
+
+/* A new suspended fiber.  ctx NULL: the fiber's context is a new copy of
+ * the caller's current context, taken now (asyncio.create_task(coro)).
+ * Otherwise the fiber runs in ctx itself, which it retains
+ * (create_task(coro, context=ctx)): what it sets is visible in ctx.
+ * *out is yours: drop it with ctx_fiber_release().
+ * Errors: EINVAL (out NULL), ENOMEM. */
+CTX_EXTERN int ctx_fiber_create(ctx_fiber_t **out, ctx_context_t *ctx);
+
+/* Drops the fiber.  A resumed fiber stays alive until it is suspended and
+ * is freed then.  Contexts a suspended fiber still holds entered are
+ * exited, innermost first, so others can enter them again.  NULL is a
+ * no-op. */
+CTX_EXTERN void ctx_fiber_release(ctx_fiber_t *fiber);
+
+/* The fiber's own context, borrowed (the fiber holds it).  NULL for NULL. */
+CTX_EXTERN ctx_context_t *ctx_fiber_context(const ctx_fiber_t *fiber);
+
+/* Makes the fiber current on the calling thread, which may be another
+ * thread than the one it last ran on: its context is entered, and every
+ * context the fiber had entered and not exited before its last suspend is
+ * current again, innermost on top.  O(1) whatever the fiber holds.
+ * Fibers nest: one may be resumed while another is resumed on the thread
+ * (a scheduler running on a fiber); suspend them innermost first.
+ * Errors: EINVAL (NULL), EBUSY (the fiber's context is entered by anyone,
+ * this thread included, or the fiber is already resumed anywhere: nothing
+ * changes), EDEADLK (called from a context-switch watcher), ENOMEM (first
+ * use of the library on this thread). */
+CTX_EXTERN int ctx_fiber_resume(ctx_fiber_t *fiber);
+
+/* Takes the fiber off the calling thread.  Every context entered in the
+ * fiber and not exited stays entered, held by the fiber (others get EBUSY
+ * on it) until the fiber exits it or is released; the fiber's own context
+ * is exited, so others may enter it between runs.  The thread's current
+ * context is again exactly what it was before the resume.  A thread that
+ * exits with fibers resumed suspends them; they keep their contexts and
+ * may be resumed elsewhere.
+ * Errors: EINVAL (NULL), EPERM (fiber is not the calling thread's
+ * innermost resumed fiber: not resumed, resumed on another thread, or a
+ * fiber resumed inside it is still resumed), EDEADLK (called from a
+ * context-switch watcher). */
+CTX_EXTERN int ctx_fiber_suspend(ctx_fiber_t *fiber);
+
+/* ---------------------------------------------------------------------
+ * Context-switch watchers (CPython 3.14's PyContext_AddWatcher, with a
+ * user argument)
+ * ------------------------------------------------------------------ */
+
+/* Called on the thread whose current context just changed, after the
+ * change, with the now-current context (borrowed, valid during the call).
+ * It is called on every ctx_context_enter() and ctx_context_exit(), both
+ * halves of ctx_context_run(), a pool job's context becoming current on a
+ * worker and the worker leaving it (once each per job), a new thread's
+ * base context becoming current before its start function runs
+ * (ctx_thread_create(), ctx_thread_start(), the preload shim), callables,
+ * and ctx_fiber_resume() / ctx_fiber_suspend().  Setting a variable is
+ * not a switch.  Inside fn reads work (ctx_var_get(), ctx_context_get(),
+ * copies, foreach); calls that would change the calling thread's current
+ * context (enter, exit, run, fiber resume and suspend) return EDEADLK and
+ * change nothing. */
+typedef void (*ctx_watch_fn)(ctx_context_t *current, void *arg);
+
+/* At least 8 watchers may be installed at once; each is called, in the
+ * order added.  *id receives the watcher's id, for ctx_watch_remove().
+ * Safe from any thread at any time, also while others switch contexts;
+ * a switch that is under way as fn is added may or may not report to it.
+ * Errors: EINVAL (fn or id NULL), EAGAIN (too many watchers). */
+CTX_EXTERN int ctx_watch_add(ctx_watch_fn fn, void *arg, int *id);
+
+/* Removes a watcher.  When it returns, the watcher's fn is running on no
+ * thread (other than the caller's, if fn removes itself) and is never
+ * called again.  Safe from any thread at any time, fn included.
+ * Errors: EINVAL (no such watcher). */
+CTX_EXTERN int ctx_watch_remove(int id);
 
 #ifdef __cplusplus
 }

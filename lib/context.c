@@ -166,23 +166,15 @@ void ctx__context_leave(ctx_context_t *ctx)
  * Entering and leaving
  * ---------------------------------------------------------------- */
 
-int ctx_context_enter(ctx_context_t *ctx)
+int ctx__context_claim(ctx_context_t *ctx)
 {
-    if (ctx == NULL)
-        return EINVAL;
-    CTX__CHECK_MAGIC(ctx, CTX__MAGIC_CONTEXT, "context");
-    /* Creating the base first also registers the thread's teardown, which
-     * is what exits ctx if the thread dies inside it. */
-    ctx_context_t *cur = ctx__current();
-    if (CTX__UNLIKELY(cur == NULL))
-        return ENOMEM;
     size_t s = atomic_load_explicit(&ctx->state, memory_order_acquire);
     if (ctx->private_ && s == CTX__REF) {
         /* A private context (a pool job's) has no handle outside this
          * thread, so no other thread can touch its state: skip the CAS. */
         atomic_store_explicit(&ctx->state, s | CTX__ENTERED,
                               memory_order_relaxed);
-        goto entered;
+        return 0;
     }
     do {
         if (s & CTX__ENTERED)
@@ -190,57 +182,129 @@ int ctx_context_enter(ctx_context_t *ctx)
     } while (!atomic_compare_exchange_weak_explicit(
         &ctx->state, &s, s | CTX__ENTERED, memory_order_acquire,
         memory_order_relaxed));
-entered:
-    ctx->prev = cur;
-    ctx__ts.current = ctx;
-    ctx__ts_changed();
     return 0;
+}
+
+/* The switches below come in two builds, picked by one test of the
+ * watcher gate per public call (so with no watcher a switch, and a whole
+ * ctx_context_run(), costs one predictable branch): `watch` false is the
+ * plain path; true also refuses to switch inside a watcher (that would
+ * recurse into the watchers and pull the context out from under the one
+ * watching) and tells the watchers afterwards.  A watcher added while a
+ * plain run is under way may miss its second half, as documented. */
+static inline int enter_on(ctx__tstate_t *ts, ctx_context_t *ctx, bool watch)
+{
+    if (watch && ts->in_watch != 0)
+        return EDEADLK;
+    /* Creating the base first also registers the thread's teardown, which
+     * is what exits ctx if the thread dies inside it. */
+    ctx_context_t *cur = ctx__current();
+    if (CTX__UNLIKELY(cur == NULL))
+        return ENOMEM;
+    int err = ctx__context_claim(ctx);
+    if (err != 0)
+        return err;
+    ctx->prev = cur;
+    ts->current = ctx;
+    ts->ver++;
+    if (watch)
+        ctx__watch_fire(ts);
+    return 0;
+}
+
+static inline int exit_on(ctx__tstate_t *ts, ctx_context_t *ctx, bool watch)
+{
+    /* Only this thread writes ts->current, so comparing with it answers
+     * "is ctx my innermost?" without touching ctx's shared fields.  The
+     * floor (the base, or a resumed fiber's own context) is never exited
+     * here: only ctx_fiber_suspend() takes a fiber off the thread. */
+    if (ctx != ts->current || ctx == ctx__stack_floor(ts))
+        return EPERM;
+    if (watch && ts->in_watch != 0)
+        return EDEADLK;
+    ts->current = ctx->prev;
+    ctx->prev = NULL;
+    ts->ver++;
+    if (watch)
+        ctx__watch_fire(ts);
+    ctx__context_leave(ctx);
+    return 0;
+}
+
+int ctx_context_enter(ctx_context_t *ctx)
+{
+    if (ctx == NULL)
+        return EINVAL;
+    CTX__CHECK_MAGIC(ctx, CTX__MAGIC_CONTEXT, "context");
+    if (ctx__watching())
+        return enter_on(&ctx__ts, ctx, true);
+    return enter_on(&ctx__ts, ctx, false);
 }
 
 int ctx_context_exit(ctx_context_t *ctx)
 {
     if (ctx == NULL)
         return EINVAL;
-    /* Only this thread writes ctx__ts.current, so comparing with it answers
-     * "is ctx my innermost?" without touching ctx's shared fields. */
-    if (ctx != ctx__ts.current || ctx == ctx__ts.base)
-        return EPERM;
-    ctx__ts.current = ctx->prev;
-    ctx->prev = NULL;
-    ctx__ts_changed();
-    ctx__context_leave(ctx);
-    return 0;
+    if (ctx__watching())
+        return exit_on(&ctx__ts, ctx, true);
+    return exit_on(&ctx__ts, ctx, false);
 }
 
 /* fn returned with ctx not innermost.  If ctx is still on this thread's
- * stack, fn left contexts entered above it: exit them, innermost first,
- * as CPython refuses to leave them dangling (otherwise every later set
- * would land in them, and other threads would get EBUSY forever).  If fn
- * exited ctx itself, the stack below is the caller's: leave it alone. */
-static void unwind_above(ctx_context_t *ctx)
+ * innermost stack, fn left contexts entered above it: exit them, innermost
+ * first, as CPython refuses to leave them dangling (otherwise every later
+ * set would land in them, and other threads would get EBUSY forever).  If
+ * fn exited ctx itself, the stack below is the caller's; if fn left a
+ * fiber resumed, what lies above ctx is that fiber's: leave both alone.
+ * The walk stops at the floor, so it never goes into or through a fiber. */
+static void unwind_above(ctx__tstate_t *ts, ctx_context_t *ctx, bool watch)
 {
-    ctx_context_t *c = ctx__ts.current;
-    while (c != NULL && c != ctx && c != ctx__ts.base)
+    ctx_context_t *c = ts->current, *floor = ctx__stack_floor(ts);
+    while (c != NULL && c != ctx && c != floor)
         c = c->prev;
     if (c != ctx)
         return;
-    while (ctx__ts.current != ctx)
-        ctx_context_exit(ctx__ts.current);
+    while (ts->current != ctx)
+        exit_on(ts, ts->current, watch);
+}
+
+static inline int run(ctx_context_t *ctx, void *(*fn)(void *), void *arg,
+                      void **result, bool watch)
+{
+    int err = enter_on(&ctx__ts, ctx, watch);
+    if (err != 0)
+        return err;
+    void *r = fn(arg);
+    /* fn may have yielded a fiber that came back on another thread. */
+    ctx__tstate_t *ts = ctx__ts_reload();
+    if (CTX__UNLIKELY(ts->current != ctx))
+        unwind_above(ts, ctx, watch);
+    exit_on(ts, ctx, watch);
+    if (result != NULL)
+        *result = r;
+    return 0;
+}
+
+__attribute__((noinline)) static int run_watched(ctx_context_t *ctx,
+                                                 void *(*fn)(void *),
+                                                 void *arg, void **result)
+{
+    return run(ctx, fn, arg, result, true);
 }
 
 int ctx__run(ctx_context_t *ctx, void *(*fn)(void *), void *arg,
              void **result)
 {
-    int err = ctx_context_enter(ctx);
-    if (err != 0)
-        return err;
-    void *r = fn(arg);
-    if (CTX__UNLIKELY(ctx__ts.current != ctx))
-        unwind_above(ctx);
-    ctx_context_exit(ctx);
-    if (result != NULL)
-        *result = r;
-    return 0;
+    if (ctx__watching())
+        return run_watched(ctx, fn, arg, result);
+    return run(ctx, fn, arg, result, false);
+}
+
+__attribute__((noinline)) ctx__tstate_t *ctx__ts_reload(void)
+{
+    ctx__tstate_t *ts = &ctx__ts;
+    __asm__ __volatile__("" : "+r"(ts));
+    return ts;
 }
 
 int ctx_context_run(ctx_context_t *ctx, void *(*fn)(void *), void *arg,

@@ -306,6 +306,9 @@ struct ctx__tstate {
     ctx_context_t *base;
     uint64_t ver;            /* bumped on every change of what get sees */
     bool registered;         /* pthread key set: teardown runs at exit */
+    ctx_fiber_t *fiber;      /* the innermost fiber resumed here, or NULL */
+    unsigned in_watch;       /* inside a watcher: switching is EDEADLK */
+    void *watch_pinned;      /* the watcher table it is calling from */
     ctx__tstate_t *reg_next; /* the registry of live threads (fork) */
     ctx__tstate_t *reg_prev;
     struct ctx__cache_slot cache[CTX__CACHE_SLOTS];
@@ -333,6 +336,75 @@ CTX__HIDDEN int ctx__run(ctx_context_t *ctx, void *(*fn)(void *), void *arg,
 
 /* Forgets the thread's cached lookups (bumps its version). */
 static inline void ctx__ts_changed(void) { ctx__ts.ver++; }
+
+/* The calling thread's state, read afresh.  A call into user code may
+ * return on another thread (a fiber that migrated), but compilers keep the
+ * thread pointer, and so &ctx__ts, in a register across calls: code that
+ * touches ctx__ts after such a call must take it from here.  Out of line
+ * and with a volatile asm, so no compiler may fold two calls into one. */
+CTX__HIDDEN ctx__tstate_t *ctx__ts_reload(void);
+
+/* Claims ctx's entered flag for the calling thread (the CAS of enter):
+ * EBUSY when someone has it entered.  The caller links it into a stack. */
+CTX__HIDDEN int ctx__context_claim(ctx_context_t *ctx);
+
+/* The lowest context of ts's innermost stack: what ctx_context_exit() and
+ * the unwinding of ctx_context_run() must never go below (the base, or the
+ * innermost resumed fiber's own context). */
+static inline ctx_context_t *ctx__stack_floor(const ctx__tstate_t *ts);
+
+/* ------------------------------------------------------------------
+ * watch.c: context-switch watchers.  The gate is non-zero while any
+ * watcher is installed, or a thread is still inside one; every switch
+ * tests it once, so with no watcher a switch costs one branch.
+ * ---------------------------------------------------------------- */
+extern CTX__HIDDEN atomic_uint ctx__watch_gate;
+
+static inline bool ctx__watching(void)
+{
+    return CTX__UNLIKELY(
+        atomic_load_explicit(&ctx__watch_gate, memory_order_relaxed) != 0);
+}
+
+/* Calls every watcher with ts->current; ts must be the calling thread's. */
+CTX__HIDDEN void ctx__watch_fire(ctx__tstate_t *ts);
+
+/* After a change of ts's current context: drops the get cache, and tells
+ * the watchers when there are any. */
+static inline void ctx__switched(ctx__tstate_t *ts)
+{
+    ts->ver++;
+    if (ctx__watching())
+        ctx__watch_fire(ts);
+}
+
+/* ------------------------------------------------------------------
+ * fiber.c
+ * ---------------------------------------------------------------- */
+#define CTX__MAGIC_FIBER 0x46494221u /* "FIB!" */
+#define CTX__FIBER_RESUMED 1u
+#define CTX__FIBER_RELEASED 2u
+
+struct ctx_fiber {
+    CTX__MAGIC_FIELD
+    ctx_context_t *ctx;   /* the fiber's own context (a reference) */
+    ctx_context_t *top;   /* suspended: the innermost context it holds
+                             entered above ctx, NULL: none */
+    ctx_fiber_t *outer;   /* resumed: the fiber resumed below it on the
+                             same thread, NULL: none */
+    atomic_uint state;    /* CTX__FIBER_* */
+};
+
+/* Takes fiber f, the innermost resumed on ts, off ts: what
+ * ctx_fiber_suspend() does, also for a thread that is going away (then
+ * watchers are not told: notify false).  May free f. */
+CTX__HIDDEN void ctx__fiber_detach(ctx__tstate_t *ts, ctx_fiber_t *f,
+                                   bool notify);
+
+static inline ctx_context_t *ctx__stack_floor(const ctx__tstate_t *ts)
+{
+    return ts->fiber != NULL ? ts->fiber->ctx : ts->base;
+}
 
 /* ------------------------------------------------------------------
  * token.c

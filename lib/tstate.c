@@ -73,6 +73,10 @@ static void fork_child(void)
     while (ts != NULL) {
         ctx__tstate_t *next = ts->reg_next;
         if (ts != &ctx__ts) {
+            /* Fibers resumed there keep what they hold, as at a thread's
+             * exit, and can be resumed in the child. */
+            while (ts->fiber != NULL)
+                ctx__fiber_detach(ts, ts->fiber, false);
             while (ts->current != NULL && ts->current != ts->base) {
                 ctx_context_t *c = ts->current;
                 ts->current = c->prev;
@@ -95,6 +99,10 @@ static void teardown(void *unused)
 {
     (void)unused;
     ctx__tstate_t *ts = &ctx__ts;
+    /* Fibers still resumed here are suspended, innermost first: they keep
+     * their contexts and may be resumed on another thread. */
+    while (ts->fiber != NULL)
+        ctx__fiber_detach(ts, ts->fiber, false);
     /* Exit whatever the thread left entered, innermost first, exactly as
      * ctx_context_exit() would; each enter held a reference. */
     while (ts->current != NULL && ts->current != ts->base) {
@@ -167,6 +175,11 @@ int ctx__adopt_base(ctx_context_t *ctx)
         return ENOMEM;
     }
     install_base(ctx);
+    /* A thread that starts in a snapshot (ctx_thread_start(), the shim)
+     * tells the watchers that its base became current.  (A base made on
+     * first use is no switch: it was the thread's all along, only empty.) */
+    if (ctx__watching())
+        ctx__watch_fire(&ctx__ts);
     return 0;
 }
 
