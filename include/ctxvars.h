@@ -478,7 +478,10 @@ CTX_EXTERN int ctx_watch_add(ctx_watch_fn fn, void *arg, int *id);
 
 /* Removes a watcher.  When it returns, the watcher's fn is running on no
  * thread (other than the caller's, if fn removes itself) and is never
- * called again.  Safe from any thread at any time, fn included.
+ * called again: it waits for calls under way on other threads to return,
+ * so two watchers running on two threads must not remove each other (each
+ * would wait for the other, as two threads joining each other do).  Safe
+ * from any thread at any time, fn included.  Never allocates.
  * Errors: EINVAL (no such watcher). */
 CTX_EXTERN int ctx_watch_remove(int id);
 

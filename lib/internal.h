@@ -308,7 +308,7 @@ struct ctx__tstate {
     bool registered;         /* pthread key set: teardown runs at exit */
     ctx_fiber_t *fiber;      /* the innermost fiber resumed here, or NULL */
     unsigned in_watch;       /* inside a watcher: switching is EDEADLK */
-    void *watch_pinned;      /* the watcher table it is calling from */
+    void *watch_pinned;      /* the watcher record it is calling */
     ctx__tstate_t *reg_next; /* the registry of live threads (fork) */
     ctx__tstate_t *reg_prev;
     struct ctx__cache_slot cache[CTX__CACHE_SLOTS];
@@ -355,8 +355,8 @@ static inline ctx_context_t *ctx__stack_floor(const ctx__tstate_t *ts);
 
 /* ------------------------------------------------------------------
  * watch.c: context-switch watchers.  The gate is non-zero while any
- * watcher is installed, or a thread is still inside one; every switch
- * tests it once, so with no watcher a switch costs one branch.
+ * watcher is installed or a thread is inside one; every switch tests it
+ * once, so with no watcher a switch costs one branch.
  * ---------------------------------------------------------------- */
 extern CTX__HIDDEN atomic_uint ctx__watch_gate;
 
