@@ -334,6 +334,12 @@ def describe_thread(layout, out):
         return
     fibers = resumed_fibers(layout, ts)
     base = int(ts["base"])
+    # Which resumed fiber each context was entered in: the nearest fiber
+    # context at or below it.
+    in_fiber, f = {}, None
+    for c in reversed(chain):
+        f = fibers.get(c, f)
+        in_fiber[c] = f
     out.append("ctxvars: %s, %d context%s, innermost first:"
                % (label, len(chain), "" if len(chain) == 1 else "s"))
     for i, c in enumerate(chain):
@@ -344,6 +350,8 @@ def describe_thread(layout, out):
         elif c in fibers:
             what.append("fiber 0x%x's own context: the fiber's contexts "
                         "begin here" % fibers[c])
+        elif in_fiber[c] is not None:
+            what.append("entered in fiber 0x%x" % in_fiber[c])
         else:
             what.append("entered")
         pairs, problems = bindings(layout, int(cv["root"]))

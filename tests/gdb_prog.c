@@ -7,8 +7,9 @@
  *   gdb_prog many     also binds 100 more variables first, so the trie has
  *                     subnodes (and, built with GDB_PROG_COLLIDE against the
  *                     internal library, collision nodes)
- *   gdb_prog fiber    the job aborts inside a resumed fiber (exits 77 when
- *                     the library has no fibers)
+ *   gdb_prog fiber    the job aborts inside a context entered in a resumed
+ *                     fiber
+ *   gdb_prog fibers?  exits 0 if the library has fibers, 77 if not
  */
 #include <ctxvars.h>
 
@@ -67,6 +68,11 @@ static void *job(void *arg)
         check(ctx_fiber_resume(fiber), "ctx_fiber_resume");
         check(ctx_var_create(&step, "step", NULL, NULL), "ctx_var_create");
         check(ctx_var_set(step, "in the fiber", NULL), "ctx_var_set step");
+        /* A context entered inside the fiber sits above the fiber's own. */
+        ctx_context_t *inner;
+        check(ctx_copy_context(&inner), "ctx_copy_context");
+        check(ctx_context_enter(inner), "ctx_context_enter");
+        check(ctx_var_set(step, "entered in the fiber", NULL), "ctx_var_set");
     }
     abort();
 }
@@ -78,8 +84,8 @@ int main(int argc, char **argv)
 
     if (argc > 1)
         mode = argv[1];
-    if (strcmp(mode, "fiber") == 0 && ctx_fiber_create == NULL)
-        return 77;
+    if (strcmp(mode, "fibers?") == 0)
+        return ctx_fiber_create != NULL && ctx_fiber_resume != NULL ? 0 : 77;
     check(ctx_var_create(&request_id, "request_id", NULL, NULL), "create");
     check(ctx_var_create(&user, "user", NULL, NULL), "create");
     if (strcmp(mode, "many") == 0)

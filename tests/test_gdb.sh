@@ -155,18 +155,25 @@ expect "$tmp/nodebug.out" "nodebug/$soname is loaded but has no usable debug inf
 expect "$tmp/nodebug.out" 'Build ctxvars with -g' "no debug info: says what to do"
 
 # --- 6. a fiber resumed in the job (once the library has fibers) ------------
-if "$prog" fiber >/dev/null 2>&1; [ $? -eq 77 ]; then
-    echo "(no fibers in this library: fiber check skipped)"
-else
+if "$prog" 'fibers?'; then
     run_gdb "$tmp/fiber.out" "$autoload" -ex "'run fiber'" \
         -ex "'echo @@crash\\n'" -ex "'info ctxvars'" -ex "'echo @@\\n'" "$prog"
     block "$tmp/fiber.out" crash >"$tmp/fiber.crash"
     cat "$tmp/fiber.crash"
     expect "$tmp/fiber.crash" \
-        "^#0  context 0x[0-9a-f]+ \\(fiber 0x[0-9a-f]+'s own context: the fiber's contexts begin here, 3 bindings\\)\$" \
-        "fiber: the fiber's context is labelled"
+        "^#0  context 0x[0-9a-f]+ \\(entered in fiber 0x[0-9a-f]+, 3 bindings\\)\$" \
+        "fiber: a context entered in the fiber says so"
+    expect "$tmp/fiber.crash" "$(bound step 'entered in the fiber')" \
+        "fiber: the innermost binding"
+    expect "$tmp/fiber.crash" \
+        "^#1  context 0x[0-9a-f]+ \\(fiber 0x[0-9a-f]+'s own context: the fiber's contexts begin here, 3 bindings\\)\$" \
+        "fiber: the fiber's own context is labelled"
     expect "$tmp/fiber.crash" "$(bound step 'in the fiber')" "fiber: its binding"
-    expect "$tmp/fiber.crash" '^#2  context 0x[0-9a-f]+ \(base' "fiber: below it, the job and the base"
+    expect "$tmp/fiber.crash" '^#2  context 0x[0-9a-f]+ \(entered, 2 bindings\)$' \
+        "fiber: below it, the job's context"
+    expect "$tmp/fiber.crash" '^#3  context 0x[0-9a-f]+ \(base' "fiber: and the base"
+else
+    echo "(no fibers in this library: fiber checks skipped)"
 fi
 
 echo "$checks checks, $fails failed"
