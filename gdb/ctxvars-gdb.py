@@ -63,7 +63,6 @@ class Layout(object):
         e = _fields(self.hnode)["e"]
         self.e_offset = e.bitpos // 8
         self.entry = e.type.strip_typedefs().target()
-        _fields(self.entry)  # must be a struct {key, value}
         if not {"key", "value"} <= set(_fields(self.entry)):
             raise Missing("the trie entry type has no key/value fields")
         self.entry_size = self.entry.sizeof
