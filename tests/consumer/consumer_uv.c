@@ -4,6 +4,8 @@
  * (ctxvars-uv.pc) and with CMake (ctxvars::ctxvars-uv); the work and its
  * after callback must both see the caller's value.
  */
+/* <uv.h> needs POSIX types (pthread_rwlock_t) that strict -std=c11 hides. */
+#define _POSIX_C_SOURCE 200809L
 #include <ctxvars-uv.h>
 
 #include <stdio.h>
