@@ -369,6 +369,29 @@ START_TEST(block_exits_and_releases)
 }
 END_TEST
 
+/* The same, and a new context entered afterwards: without the block's
+ * reference the new one could reuse the freed one's address, and the exit
+ * at the end would take it for ctx and exit it. */
+START_TEST(block_exits_releases_enters_new)
+{
+    ctx_context_t *c = NULL, *d = NULL;
+    ck_ok(ctx_context_new(&c));
+    CTX_ENTER(c) {
+        ck_ok(ctx_context_exit(c));
+        ctx_context_release(c);
+        ck_ok(ctx_context_new(&d));
+        ck_ok(ctx_context_enter(d));
+    }
+    /* d is still entered and current: the block exited nothing more */
+    ck_ok(ctx_var_set(va, P(6), NULL));
+    ck_assert_ptr_eq(ctx_val(d, va), P(6));
+    ck_assert(!ctx_context_contains(iso, va));
+    ck_ok(ctx_context_exit(d));
+    ctx_context_release(d);
+    assert_iso_current();
+}
+END_TEST
+
 /* Releasing one's reference inside the block is fine: entered, ctx lives
  * on until the block exits it. */
 START_TEST(block_releases_only)
@@ -473,6 +496,7 @@ static Suite *enter_suite(void)
     tcase_add_test(tc, enomem_refused);
     tcase_add_test(tc, block_exits_itself);
     tcase_add_test(tc, block_exits_and_releases);
+    tcase_add_test(tc, block_exits_releases_enters_new);
     tcase_add_test(tc, block_releases_only);
     tcase_add_test(tc, block_reenters);
     tcase_add_test(tc, block_leaves_inner_entered);
