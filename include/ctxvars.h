@@ -207,6 +207,73 @@ static inline void ctx_scope_end(ctx_scope_t *s)
 #endif
 
 /* ---------------------------------------------------------------------
+ * Scoped enter: Python's `with ctx:` (CTX_ENTER is to ctx_context_enter()
+ * what CTX_WITH is to ctx_var_set())
+ *
+ *     CTX_ENTER(conn->ctx) {
+ *         on_readable(conn);   // reads and sets conn->ctx's variables
+ *     }                        // exited here, however the block is left
+ *
+ * The block runs once with ctx entered, and ctx is exited when the block
+ * is left by any path: the end, break, continue, return or goto (the
+ * cleanup attribute of gcc and clang).  If the enter fails (EBUSY: ctx is
+ * entered already, here or by another thread; EINVAL for NULL; ENOMEM on
+ * the thread's first use of the library), the block does not run;
+ * CTX_ENTER_STATUS(ctx, err) also stores the enter's result in the int
+ * lvalue err.  Blocks nest.  break and continue inside the block leave
+ * the block itself, not an enclosing loop.
+ * The block holds a reference to ctx, so it may release its own.  The exit
+ * is skipped when ctx is no longer the thread's innermost context: the
+ * block exited ctx itself (the skip is what makes that safe), or it left
+ * another context entered above ctx, in which case both stay entered, as
+ * CTX_WITH leaves its variable: exit what you enter.
+ * ------------------------------------------------------------------ */
+#if defined(__GNUC__)
+/* Declared with the other context functions below; repeated here because
+ * the inline helpers call them first. */
+CTX_EXTERN int ctx_context_enter(ctx_context_t *ctx);
+CTX_EXTERN int ctx_context_exit(ctx_context_t *ctx);
+CTX_EXTERN ctx_context_t *ctx_context_retain(ctx_context_t *ctx);
+CTX_EXTERN void ctx_context_release(ctx_context_t *ctx);
+
+typedef struct ctx_enter_scope {
+    ctx_context_t *ctx; /* referenced while entered by the block */
+    int pending;        /* the block has yet to run */
+} ctx_enter_scope_t;
+
+static inline ctx_enter_scope_t ctx_enter_scope_begin(ctx_context_t *ctx,
+                                                      int *err)
+{
+    ctx_enter_scope_t s = {NULL, 0};
+    int rc = ctx_context_enter(ctx);
+    if (rc == 0) {
+        s.ctx = ctx_context_retain(ctx);
+        s.pending = 1;
+    }
+    if (err != NULL)
+        *err = rc;
+    return s;
+}
+
+static inline void ctx_enter_scope_end(ctx_enter_scope_t *s)
+{
+    if (s->ctx != NULL) {
+        /* EPERM when ctx is not innermost: nothing is done, see above. */
+        (void)ctx_context_exit(s->ctx);
+        ctx_context_release(s->ctx);
+    }
+}
+
+#define CTX__ENTER(ctx, errp, s)                                             \
+    for (ctx_enter_scope_t s __attribute__((cleanup(ctx_enter_scope_end))) = \
+             ctx_enter_scope_begin((ctx), (errp));                           \
+         s.pending; s.pending = 0)
+#define CTX_ENTER_STATUS(ctx, err)                                           \
+    CTX__ENTER(ctx, &(err), CTX__CAT(ctx__enter_, __COUNTER__))
+#define CTX_ENTER(ctx) CTX__ENTER(ctx, NULL, CTX__CAT(ctx__enter_, __COUNTER__))
+#endif
+
+/* ---------------------------------------------------------------------
  * Contexts
  * ------------------------------------------------------------------ */
 

@@ -2,8 +2,10 @@
  * test_examples.c - runs the example programs and checks what they do.
  *
  * demo and request_id are run to completion and their output is checked
- * line by line.  echo_server is started with --port 0 and driven by real
- * TCP clients.  Every wait on a child or a socket is bounded by poll() with
+ * line by line.  The echo servers (echo_server on epoll and a pool, and
+ * uv_echo_server on libuv, when it is built) speak one protocol, so every
+ * server test runs against each of them (a loop test over servers[]): each
+ * is started with --port 0 and driven by real TCP clients.  Every wait on a child or a socket is bounded by poll() with
  * IO_TIMEOUT_MS, so a broken server fails the test instead of hanging it;
  * the timeout only ever turns a hang into a failure, it never decides a
  * pass.  Children get PR_SET_PDEATHSIG, so a failed test leaves no server
@@ -196,22 +198,38 @@ START_TEST(test_request_id_lines)
 END_TEST
 
 /* ------------------------------------------------------------------
- * echo_server: process and clients
+ * The echo servers: process and clients
  * ---------------------------------------------------------------- */
 
+/* What differs between the servers: the binary, and what comes before
+ * the good-bye line (uv_echo_server answers as the asyncio example does,
+ * with an HTTP status line and an empty header block). */
+static const struct server_kind {
+    const char *prog;
+    const char *goodbye_head;
+} servers[] = {
+    {"echo_server", ""},
+#ifdef HAVE_UV_ECHO_SERVER
+    {"uv_echo_server", "HTTP/1.1 200 OK\r\n\r\n"},
+#endif
+};
+#define NSERVERS ((int)(sizeof servers / sizeof servers[0]))
+
 struct server {
+    const struct server_kind *kind;
     pid_t pid;
     int out;
     unsigned port;
 };
 
-static struct server start_server(rlim_t nofile)
+/* Starts servers[which]; nofile as for spawn(). */
+static struct server start_server(int which, rlim_t nofile)
 {
-    struct server s;
+    struct server s = {.kind = &servers[which]};
     char line[256];
     size_t len = 0;
 
-    s.pid = spawn("echo_server", "--port", "0", nofile, &s.out);
+    s.pid = spawn(s.kind->prog, "--port", "0", nofile, &s.out);
     for (;;) { /* the first line only: the server keeps stdout open */
         wait_fd(s.out, POLLIN, "the listening line");
         ck_assert_int_eq(read(s.out, line + len, 1), 1);
@@ -336,12 +354,12 @@ static void expect_eof(int fd)
     ck_assert_int_eq(recv(fd, &c, 1, 0), 0);
 }
 
-static void expect_goodbye(int fd)
+static void expect_goodbye(const struct server *s, int fd)
 {
-    char want[64];
+    char want[128];
 
-    snprintf(want, sizeof want, "Good bye, client @ 127.0.0.1:%u\r\n",
-             local_port(fd));
+    snprintf(want, sizeof want, "%sGood bye, client @ 127.0.0.1:%u\r\n",
+             s->kind->goodbye_head, local_port(fd));
     expect_bytes(fd, want, strlen(want));
     expect_eof(fd);
 }
@@ -361,7 +379,7 @@ static void reset_close(int fd)
 
 START_TEST(test_echo_single_client)
 {
-    struct server s = start_server(0);
+    struct server s = start_server(_i, 0);
     int idle = client_connect(s.port);
     int fd = client_connect(s.port);
 
@@ -373,13 +391,13 @@ START_TEST(test_echo_single_client)
     send_str(fd, "across writes\n");
     expect_bytes(fd, "split across writes\n", 20);
     send_str(fd, "\r\n");
-    expect_goodbye(fd);
+    expect_goodbye(&s, fd);
     close(fd);
 
     /* a fresh connection gets its own address in its good-bye */
     fd = client_connect(s.port);
     send_str(fd, "\n");
-    expect_goodbye(fd);
+    expect_goodbye(&s, fd);
     close(fd);
 
     stop_server(&s);
@@ -395,7 +413,7 @@ START_TEST(test_echo_thousand_clients)
     char line[64];
 
     raise_fd_limit(NCLIENTS + 64);
-    struct server s = start_server(0);
+    struct server s = start_server(_i, 0);
     for (int k = 0; k < NCLIENTS; k++)
         fds[k] = client_connect(s.port);
 
@@ -416,7 +434,7 @@ START_TEST(test_echo_thousand_clients)
     for (int k = 0; k < NCLIENTS; k++)
         send_str(fds[k], k % 2 ? "\n" : "\r\n");
     for (int k = 0; k < NCLIENTS; k++) {
-        expect_goodbye(fds[k]);
+        expect_goodbye(&s, fds[k]);
         close(fds[k]);
     }
     stop_server(&s);
@@ -427,9 +445,9 @@ END_TEST
  * line in pieces as it arrives, so all of it comes back before the line is
  * even finished; the "\n" that ends it is then echoed, not taken for an
  * empty line. */
-static void long_line_client(unsigned port)
+static void long_line_client(const struct server *s)
 {
-    int fd = client_connect(port);
+    int fd = client_connect(s->port);
     char *line = malloc(MIB), *back = malloc(MIB);
 
     ck_assert(line != NULL && back != NULL);
@@ -439,15 +457,15 @@ static void long_line_client(unsigned port)
     ck_assert(memcmp(line, back, MIB) == 0);
     echo_line(fd, "\n");
     send_str(fd, "\n");
-    expect_goodbye(fd);
+    expect_goodbye(s, fd);
     close(fd);
     free(line);
     free(back);
 }
 
-static void binary_client(unsigned port)
+static void binary_client(const struct server *s)
 {
-    int fd = client_connect(port);
+    int fd = client_connect(s->port);
     char bytes[256];
     size_t n = 0;
 
@@ -461,7 +479,7 @@ static void binary_client(unsigned port)
     expect_bytes(fd, "\0\n", 2);
     echo_line(fd, "\r\r\n");
     send_str(fd, "\n");
-    expect_goodbye(fd);
+    expect_goodbye(s, fd);
     close(fd);
 }
 
@@ -488,13 +506,13 @@ static int hog_client(unsigned port)
 
 START_TEST(test_echo_bad_input)
 {
-    struct server s = start_server(0);
+    struct server s = start_server(_i, 0);
     int good = client_connect(s.port);
 
     echo_line(good, "before\n");
-    long_line_client(s.port);
+    long_line_client(&s);
     echo_line(good, "after the long line\n");
-    binary_client(s.port);
+    binary_client(&s);
     echo_line(good, "after the binary data\n");
 
     int hog = hog_client(s.port);
@@ -514,11 +532,11 @@ START_TEST(test_echo_bad_input)
     fd = client_connect(s.port); /* and it still takes new clients */
     echo_line(fd, "late\n");
     send_str(fd, "\n");
-    expect_goodbye(fd);
+    expect_goodbye(&s, fd);
     close(fd);
 
     send_str(good, "\n");
-    expect_goodbye(good);
+    expect_goodbye(&s, good);
     close(good);
     stop_server(&s);
 }
@@ -554,7 +572,7 @@ START_TEST(test_echo_out_of_fds)
     bool ok[N];
 
     /* Room for the server's own descriptors and a few clients only. */
-    struct server s = start_server(32);
+    struct server s = start_server(_i, 32);
     for (int k = 0; k < N; k++)
         fds[k] = client_connect(s.port);
     for (int k = 0; k < N; k++) {
@@ -569,14 +587,14 @@ START_TEST(test_echo_out_of_fds)
     for (int k = 0; k < N; k++) {
         if (ok[k]) {
             send_str(fds[k], "\n");
-            expect_goodbye(fds[k]);
+            expect_goodbye(&s, fds[k]);
         }
         close(fds[k]);
     }
     int fd = client_connect(s.port);
     echo_line(fd, "room again\n");
     send_str(fd, "\n");
-    expect_goodbye(fd);
+    expect_goodbye(&s, fd);
     close(fd);
     stop_server(&s);
 }
@@ -590,10 +608,11 @@ static Suite *examples_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_demo_output);
     tcase_add_test(tc, test_request_id_lines);
-    tcase_add_test(tc, test_echo_single_client);
-    tcase_add_test(tc, test_echo_thousand_clients);
-    tcase_add_test(tc, test_echo_bad_input);
-    tcase_add_test(tc, test_echo_out_of_fds);
+    /* _i in each: the index of the server in servers[] */
+    tcase_add_loop_test(tc, test_echo_single_client, 0, NSERVERS);
+    tcase_add_loop_test(tc, test_echo_thousand_clients, 0, NSERVERS);
+    tcase_add_loop_test(tc, test_echo_bad_input, 0, NSERVERS);
+    tcase_add_loop_test(tc, test_echo_out_of_fds, 0, NSERVERS);
     suite_add_tcase(s, tc);
     return s;
 }
