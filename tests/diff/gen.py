@@ -54,6 +54,9 @@ running (main, thread and job blocks outside any fiber body or callable),
 and at the program's end every fiber gets one resume more than it has
 `yield` statements, in declaration order (a fiber declared in another's
 body is declared after it, so it exists by its turn), then a release.
+Those last resumes come from main, a new thread or a pool job at random,
+so that fibers migrate between OS threads even when nothing else in the
+program resumes them.
 """
 import random
 import sys
@@ -206,6 +209,21 @@ class Gen:
             return ['resume ' + r.choice(self.fibers)[0]]
         return [self.simple()]
 
+    def migrating_resume(self, f):
+        """A resume of f from main, or from a new thread or pool job, so
+        that most fibers run on more than one OS thread."""
+        k = self.r.randrange(10)
+        if k < 4:
+            self.nthread += 1
+            t = 'T%d' % self.nthread
+            return ['thread ' + t, '  resume ' + f, 'end', 'join ' + t]
+        if k < 6:
+            self.njob += 1
+            j = 'J%d' % self.njob
+            return ['job %s %s' % (j, self.var()), '  resume ' + f, 'end',
+                    'wait ' + j]
+        return ['resume ' + f]
+
     def program(self, n):
         lines = ['program %d' % n]
         for i in range(self.nvar):
@@ -216,7 +234,8 @@ class Gen:
                 lines.append(self.r.choice(('copy c%d', 'new c%d')) % c)
         lines += self.block(0, 'main', None, 8, 40)
         for f, yields in self.fibers:
-            lines += ['resume ' + f] * (yields[0] + 1)
+            for _ in range(yields[0] + 1):
+                lines += self.migrating_resume(f)
         lines += ['release ' + f for f, _ in self.fibers]
         return lines
 
