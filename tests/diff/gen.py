@@ -34,9 +34,29 @@ printing one line per observable result; run.sh compares the two.
     jobin JN cJ vI ... end    the same in a copy of cJ (ctx_pool_submit_in)
     callable kK ... end       snapshot now; `call kK` runs block in a fresh
                               copy of the snapshot (ctx_callable_*)
+    fiber FN ... end          declare fiber FN: its context is a copy of
+                              the current one, taken now; block runs later
+    resume FN                 run FN until its next `yield` or its end (on
+                              the resumer's thread: fibers migrate); DONE
+                              if it has ended
+    yield                     (fiber code only) hand control back to the
+                              resumer; contexts run or entered around it
+                              stay held by the fiber meanwhile
+    release FN                drop fiber FN (always an ended one)
 
 Slots hold nothing until assigned; using an empty slot prints EMPTY on
 both sides without calling anything.
+
+Fibers keep the output deterministic and the program deadlock-free by
+construction: a fiber is declared only where a block runs at most once
+(not in a callable's body), resumed only from code that no fiber is
+running (main, thread and job blocks outside any fiber body or callable),
+and at the program's end every fiber gets one resume more than it has
+`yield` statements, in declaration order (a fiber declared in another's
+body is declared after it, so it exists by its turn), then a release.
+Those last resumes come from main, a new thread or a pool job at random,
+so that fibers migrate between OS threads even when nothing else in the
+program resumes them.
 """
 import random
 import sys
@@ -46,6 +66,7 @@ NTOK = 4
 NCALL = 2
 MAX_DEPTH = 4
 MAX_STMTS = 160
+MAX_YIELDS = 3  # per fiber body
 
 
 class Gen:
@@ -54,6 +75,7 @@ class Gen:
         self.nvar = rng.randint(2, 4)
         self.nthread = 0
         self.njob = 0
+        self.fibers = []  # (name, [yields in its body]) in declaration order
         self.stmts = 0
         self.tok_var = {}  # token slot -> variable last set into it
 
@@ -110,10 +132,13 @@ class Gen:
             return 'citems ' + self.ctx()
         return 'cur'
 
-    def block(self, depth, kind, pause_box, lo, hi, incall=False):
-        """A list of lines.  kind: main, thread, job or callable (what runs
-        the block); pause_box: [bool] shared by one thread's blocks; incall:
-        inside a callable's body, where `call` could recurse forever."""
+    def block(self, depth, kind, box, lo, hi, incall=False, infiber=False):
+        """A list of lines.  kind: main, thread, job, callable or fiber
+        (what runs the block); box: [pauses or yields so far] shared by one
+        thread's or fiber's blocks; incall: inside a callable's body, where
+        `call` could recurse forever and a block may run more than once;
+        infiber: inside a fiber's body (nested threads and jobs included),
+        where a resume could resume the running fiber itself."""
         out = []
         pending = []  # (join line) for threads and jobs started here
         for _ in range(self.r.randint(lo, hi)):
@@ -122,29 +147,35 @@ class Gen:
             self.stmts += 1
             if pending and self.r.random() < 0.25:
                 out.append(pending.pop(self.r.randrange(len(pending))))
-            out.extend(self.statement(depth, kind, pause_box, pending, incall))
+            out.extend(self.statement(depth, kind, box, pending, incall,
+                                      infiber))
         self.r.shuffle(pending)
         out.extend(pending)
         return out
 
-    def statement(self, depth, kind, pause_box, pending, incall):
+    def statement(self, depth, kind, box, pending, incall, infiber):
         r = self.r
         k = r.randrange(100)
         ind = lambda lines: ['  ' + s for s in lines]
         nested = depth < MAX_DEPTH
-        if kind == 'thread' and not pause_box[0] and k < 6:
-            pause_box[0] = True
+        if kind == 'thread' and box[0] < 1 and k < 6:
+            box[0] += 1
             return ['pause']
+        if kind == 'fiber' and box[0] < MAX_YIELDS and r.random() < 0.12:
+            box[0] += 1
+            return ['yield']
         if nested and k < 16:
             c = self.ctx()
-            body = ind(self.block(depth + 1, kind, pause_box, 1, 5, incall))
+            body = ind(self.block(depth + 1, kind, box, 1, 5, incall,
+                                  infiber))
             if r.random() < 0.6:
                 return ['run ' + c] + body + ['end']
             return ['enter ' + c] + body + ['exit ' + c]
         if nested and k < 21:
             self.nthread += 1
             t = 'T%d' % self.nthread
-            body = ind(self.block(depth + 1, 'thread', [False], 1, 6, incall))
+            body = ind(self.block(depth + 1, 'thread', [0], 1, 6, incall,
+                                  infiber))
             pending.append('join ' + t)
             return ['thread ' + t] + body + ['end']
         if nested and k < 25:
@@ -153,7 +184,8 @@ class Gen:
             head = 'job %s %s' % (j, self.var())
             if r.random() < 0.4:
                 head = 'jobin %s %s %s' % (j, self.ctx(), self.var())
-            body = ind(self.block(depth + 1, 'job', None, 1, 5, incall))
+            body = ind(self.block(depth + 1, 'job', None, 1, 5, incall,
+                                  infiber))
             pending.append('wait ' + j)
             if r.random() < 0.2:
                 pending.append('wait ' + j)
@@ -163,7 +195,34 @@ class Gen:
             return ['callable k%d' % r.randrange(NCALL)] + body + ['end']
         if not incall and k < 30:
             return ['call k%d' % r.randrange(NCALL)]
+        if nested and not incall and k < 33:
+            f = 'F%d' % (len(self.fibers) + 1)
+            yields = [0]
+            # Listed before its body is made: a fiber declared in this body
+            # comes after it in the final resumes.  (Nothing in the body can
+            # resume it: infiber.)
+            self.fibers.append((f, yields))
+            body = ind(self.block(depth + 1, 'fiber', yields, 1, 6, False,
+                                  True))
+            return ['fiber ' + f] + body + ['end']
+        if self.fibers and not incall and not infiber and k < 38:
+            return ['resume ' + r.choice(self.fibers)[0]]
         return [self.simple()]
+
+    def migrating_resume(self, f):
+        """A resume of f from main, or from a new thread or pool job, so
+        that most fibers run on more than one OS thread."""
+        k = self.r.randrange(10)
+        if k < 4:
+            self.nthread += 1
+            t = 'T%d' % self.nthread
+            return ['thread ' + t, '  resume ' + f, 'end', 'join ' + t]
+        if k < 6:
+            self.njob += 1
+            j = 'J%d' % self.njob
+            return ['job %s %s' % (j, self.var()), '  resume ' + f, 'end',
+                    'wait ' + j]
+        return ['resume ' + f]
 
     def program(self, n):
         lines = ['program %d' % n]
@@ -174,6 +233,10 @@ class Gen:
             if self.r.random() < 0.7:
                 lines.append(self.r.choice(('copy c%d', 'new c%d')) % c)
         lines += self.block(0, 'main', None, 8, 40)
+        for f, yields in self.fibers:
+            for _ in range(yields[0] + 1):
+                lines += self.migrating_resume(f)
+        lines += ['release ' + f for f, _ in self.fibers]
         return lines
 
 

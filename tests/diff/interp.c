@@ -7,11 +7,12 @@
  * it pauses or ends, `join` resumes it and waits for its end, and a job is
  * waited for as soon as it is submitted.  Every hand-over goes through a
  * mutex, a join or a future, so the interpreter's state needs no lock and
- * the output is deterministic.
+ * the output is deterministic.  Fibers (interp_fiber.c) keep that: a
+ * resume runs the fiber on the resumer's own thread until it yields.
  */
 #include "config.h"
 
-#include <ctxvars.h>
+#include "interp.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -21,36 +22,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAXSLOT 16  /* v, c, t and k slots */
-#define MAXID 4096  /* thread and job numbers in one program */
 #define P(n) ((void *)(intptr_t)(n))
-
-enum op {
-    OP_VAR, OP_SET, OP_GET, OP_GETOR, OP_RESET, OP_TINFO, OP_COPY, OP_NEW,
-    OP_CCOPY, OP_DUP, OP_DROP, OP_CGET, OP_CIN, OP_CLEN, OP_CITEMS, OP_CUR,
-    OP_RUN, OP_ENTER, OP_THREAD, OP_PAUSE, OP_JOIN, OP_JOB, OP_JOBIN,
-    OP_WAIT, OP_CALLABLE, OP_CALL, OP_END, OP_EXIT, OP_COUNT
-};
 
 static const char *const op_names[OP_COUNT] = {
     "var", "set", "get", "getor", "reset", "tinfo", "copy", "new",
     "ccopy", "dup", "drop", "cget", "cin", "clen", "citems", "cur",
     "run", "enter", "thread", "pause", "join", "job", "jobin",
-    "wait", "callable", "call", "end", "exit"};
-
-struct stmt {
-    enum op op;
-    int nargs;
-    long arg[4];   /* numbers of the words after the op ("v3" -> 3) */
-    bool dash;     /* `var vI -`: no default */
-    int close;     /* block openers: index of their end or exit */
-    char *text;    /* the words, single-spaced, as ref.py prints them */
-};
+    "wait", "callable", "call", "fiber", "resume", "yield",
+    "release", "end", "exit"};
 
 struct thr {
     pthread_t tid;
     int from, to;
     bool stopped, resume;
+    struct agent self;
 };
 
 struct job {
@@ -58,28 +43,19 @@ struct job {
     ctx_future_t *fut;
 };
 
-static struct {
-    struct stmt *s;
-    int n, cap;
-    ctx_var_t *var[MAXSLOT];
-    ctx_context_t *ctx[MAXSLOT];
-    ctx_token_t *tok[MAXSLOT];
-    ctx_callable_t *call[MAXSLOT]; /* arg: the index of its statement */
-    struct thr *thr[MAXID];
-    struct job *job[MAXID];
-} pr;
+struct program pr;
 
 static ctx_pool_t *pool;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 
-static _Noreturn void die(const char *what, int line)
+_Noreturn void die(const char *what, int line)
 {
     fprintf(stderr, "interp: %s (line %d)\n", what, line);
     exit(2);
 }
 
-static void *xcalloc(size_t size)
+void *xcalloc(size_t size)
 {
     void *p = calloc(1, size);
     if (p == NULL)
@@ -87,7 +63,7 @@ static void *xcalloc(size_t size)
     return p;
 }
 
-static const char *errname(int rc)
+const char *errname(int rc)
 {
     static char buf[16];
     switch (rc) {
@@ -102,8 +78,7 @@ static const char *errname(int rc)
     }
 }
 
-/* The statement's words, then the formatted result (if any). */
-static void out(const struct stmt *s, const char *fmt, ...)
+void out(const struct stmt *s, const char *fmt, ...)
 {
     fputs(s->text, stdout);
     if (fmt != NULL) {
@@ -125,7 +100,6 @@ static void out_value(const struct stmt *s, int rc, void *v)
         out(s, "%s", errname(rc));
 }
 
-static void exec_block(int from, int to, struct thr *self);
 
 /* ------------------------------------------------------------------
  * Variables and tokens
@@ -285,7 +259,7 @@ static void do_cur(const struct stmt *s)
 struct run_arg {
     const struct stmt *s;
     int from, to;
-    struct thr *self;
+    struct agent *self;
 };
 
 static void *run_fn(void *p)
@@ -297,7 +271,7 @@ static void *run_fn(void *p)
 }
 
 /* Returns the index after the block. */
-static int do_run(int i, struct thr *self)
+static int do_run(int i, struct agent *self)
 {
     const struct stmt *s = &pr.s[i];
     ctx_context_t *c = pr.ctx[s->arg[0]];
@@ -344,7 +318,7 @@ static void handoff(bool *flag, const bool *wait_for)
 static void *thread_fn(void *p)
 {
     struct thr *t = p;
-    exec_block(t->from, t->to, t);
+    exec_block(t->from, t->to, &t->self);
     handoff(&t->stopped, NULL);
     return NULL;
 }
@@ -355,6 +329,7 @@ static int do_thread(int i)
     struct thr *t = xcalloc(sizeof *t);
     t->from = i + 1;
     t->to = s->close;
+    t->self.thr = t;
     pr.thr[s->arg[0]] = t;
     out(s, NULL);
     if (ctx_thread_create(&t->tid, NULL, thread_fn, t) != 0)
@@ -363,12 +338,12 @@ static int do_thread(int i)
     return s->close + 1;
 }
 
-static void do_pause(const struct stmt *s, struct thr *self)
+static void do_pause(const struct stmt *s, struct agent *self)
 {
     out(s, NULL);
-    if (self == NULL)
+    if (self == NULL || self->thr == NULL)
         die("pause outside a thread", __LINE__);
-    handoff(&self->stopped, &self->resume);
+    handoff(&self->thr->stopped, &self->thr->resume);
 }
 
 static void do_join(const struct stmt *s)
@@ -460,7 +435,7 @@ static void do_call(const struct stmt *s)
  * The interpreter
  * ---------------------------------------------------------------- */
 
-static void exec_block(int from, int to, struct thr *self)
+void exec_block(int from, int to, struct agent *self)
 {
     for (int i = from; i < to;) {
         const struct stmt *s = &pr.s[i];
@@ -469,6 +444,7 @@ static void exec_block(int from, int to, struct thr *self)
         case OP_THREAD: i = do_thread(i); continue;
         case OP_JOB: case OP_JOBIN: i = do_job(i); continue;
         case OP_CALLABLE: i = do_callable(i); continue;
+        case OP_FIBER: i = do_fiber(i); continue;
         case OP_VAR: do_var(s); break;
         case OP_SET: do_set(s); break;
         case OP_GET: do_get(s); break;
@@ -490,6 +466,9 @@ static void exec_block(int from, int to, struct thr *self)
         case OP_JOIN: do_join(s); break;
         case OP_WAIT: do_wait(s); break;
         case OP_CALL: do_call(s); break;
+        case OP_RESUME: do_resume(s); break;
+        case OP_YIELD: do_yield(s, self); break;
+        case OP_RELEASE: do_release(s); break;
         default: die("stray end or exit", __LINE__);
         }
         i++;
@@ -559,7 +538,8 @@ static void parse_line(char *line, int lineno)
             die("end without a block", lineno);
         pr.s[open_blocks[--nopen]].close = pr.n;
     } else if (s->op == OP_RUN || s->op == OP_ENTER || s->op == OP_THREAD ||
-               s->op == OP_JOB || s->op == OP_JOBIN || s->op == OP_CALLABLE) {
+               s->op == OP_JOB || s->op == OP_JOBIN || s->op == OP_CALLABLE ||
+               s->op == OP_FIBER) {
         if (nopen == 256)
             die("blocks nested too deep", lineno);
         open_blocks[nopen++] = pr.n;
@@ -582,6 +562,7 @@ static void clear_program(void)
             die("a thread was never joined", __LINE__);
         drop_job(i);
     }
+    check_fibers_released();
     for (int i = 0; i < pr.n; i++)
         free(pr.s[i].text);
     pr.n = 0;
@@ -608,8 +589,10 @@ int main(void)
 {
     /* A job waits for the threads it starts, and they may wait for jobs of
      * their own from outside the pool, so each job open on the way down
-     * holds a worker: gen.py's nesting limit keeps that under 4. */
-    if (ctx_pool_create(&pool, 4) != 0)
+     * holds a worker: gen.py's nesting limit keeps that at 4.  A job may
+     * resume a fiber whose body opens 3 more (its body is one level down
+     * at least), hence 8 (as many as ref.py's pool has). */
+    if (ctx_pool_create(&pool, 8) != 0)
         die("ctx_pool_create failed", __LINE__);
     char *line = NULL, header[64] = "";
     size_t cap = 0;

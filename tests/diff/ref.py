@@ -10,6 +10,13 @@ condition (include/ctxvars.h):
     run of a context entered by any thread    RuntimeError  -> EBUSY
 There is no Context.__enter__ in Python, so `enter c ... exit c` runs its
 block through c.run() as well, printing what enter and exit would.
+
+A fiber is modelled as asyncio models a Task, with a thread for the
+coroutine: a thread started in a copy of its creator's context, taken at
+the declaration, that runs only from a resume to its next yield while the
+resumer waits.  A yield inside c.run() leaves the fiber's thread inside
+it, so c stays entered (EBUSY for everyone else) until the fiber goes on:
+what ctxvars must show for a suspended fiber that holds c.
 """
 import concurrent.futures
 import contextvars
@@ -31,7 +38,8 @@ def parse(lines):
             continue
         stmt = (w, None, None)
         stack[-1].append(stmt)
-        if w[0] in ('run', 'enter', 'thread', 'job', 'jobin', 'callable'):
+        if w[0] in ('run', 'enter', 'thread', 'job', 'jobin', 'callable',
+                    'fiber'):
             stack.append([])
     assert len(stack) == 1, 'unbalanced program'
     return stack[0]
@@ -78,6 +86,44 @@ class Thread:
         self.th.join()
 
 
+class Fiber:
+    """A program fiber: a thread in its own context that runs only between
+    a resume and its next yield (or its end); the resumer waits."""
+
+    def __init__(self, prog, body):
+        self.cv = threading.Condition()
+        self.running = False  # the fiber's turn; its resumer waits
+        self.done = False
+        ctx = contextvars.copy_context()
+        self.th = threading.Thread(target=ctx.run,
+                                   args=(self.main, prog, body))
+        self.th.start()
+
+    def main(self, prog, body):
+        with self.cv:
+            while not self.running:
+                self.cv.wait()
+        prog.block(body, self)
+        with self.cv:
+            self.done = True
+            self.running = False
+            self.cv.notify_all()
+
+    def resume(self):
+        with self.cv:
+            self.running = True
+            self.cv.notify_all()
+            while self.running:
+                self.cv.wait()
+
+    def yield_(self):
+        with self.cv:
+            self.running = False
+            self.cv.notify_all()
+            while not self.running:
+                self.cv.wait()
+
+
 class Program:
     def __init__(self, pool, out):
         self.pool = pool
@@ -88,6 +134,7 @@ class Program:
         self.threads = {}
         self.jobs = {}
         self.callables = {}
+        self.fibers = {}
 
     def p(self, *words):
         self.out.append(' '.join(str(w) for w in words))
@@ -255,6 +302,32 @@ class Program:
             return self.p(*w, 'EMPTY')
         self.p(*w)
         k[0].copy().run(self.block, k[1], None)
+
+    # --- fibers ---------------------------------------------------------
+    def op_fiber(self, w, body, close, me):
+        self.p(*w)
+        self.fibers[w[1]] = Fiber(self, body)
+
+    def op_resume(self, w, body, close, me):
+        f = self.fibers.get(w[1])
+        if f is None:
+            return self.p(*w, 'EMPTY')
+        if f.done:
+            return self.p(*w, 'DONE')
+        self.p(*w, 0)
+        f.resume()
+
+    def op_yield(self, w, body, close, me):
+        self.p(*w)
+        me.yield_()
+
+    def op_release(self, w, body, close, me):
+        f = self.fibers.pop(w[1], None)
+        if f is None:
+            return self.p(*w, 'EMPTY')
+        assert f.done, 'gen.py released a fiber that has not ended'
+        f.th.join()
+        self.p(*w)
 
 
 def main():
