@@ -21,6 +21,7 @@ printing one line per observable result; run.sh compares the two.
     cur                       the bindings of copy_context()
     run cJ ... end            cJ.run(block)
     enter cJ ... exit cJ      ctx_context_enter/exit; cJ.run(block) in Python
+    with cJ ... end           CTX_ENTER(cJ) { block }; cJ.run(block) in Python
     thread TN ... end         start a thread running block in a copy of the
                               current context; it runs until it reaches
                               `pause` or its end, and only then does its
@@ -168,8 +169,11 @@ class Gen:
             c = self.ctx()
             body = ind(self.block(depth + 1, kind, box, 1, 5, incall,
                                   infiber))
-            if r.random() < 0.6:
+            pick = r.random()
+            if pick < 0.45:
                 return ['run ' + c] + body + ['end']
+            if pick < 0.7:
+                return ['with ' + c] + body + ['end']
             return ['enter ' + c] + body + ['exit ' + c]
         if nested and k < 21:
             self.nthread += 1

@@ -29,7 +29,7 @@ static const char *const op_names[OP_COUNT] = {
     "ccopy", "dup", "drop", "cget", "cin", "clen", "citems", "cur",
     "run", "enter", "thread", "pause", "join", "job", "jobin",
     "wait", "callable", "call", "fiber", "resume", "yield",
-    "release", "end", "exit"};
+    "release", "with", "end", "exit"};
 
 struct thr {
     pthread_t tid;
@@ -289,6 +289,19 @@ static int do_run(int i, struct agent *self)
             die("run lost fn's result", __LINE__);
         return s->close + 1;
     }
+    if (s->op == OP_WITH) {
+        /* CTX_ENTER, Python's `with ctx:`: the block may drop the slot and
+         * yield a fiber to another thread; the macro holds c and exits it
+         * wherever the block ends. */
+        int rc = 0;
+        CTX_ENTER_STATUS(c, rc) {
+            out(s, "0");
+            exec_block(i + 1, s->close, self);
+        }
+        if (rc != 0)
+            out(s, "%s", errname(rc));
+        return s->close + 1;
+    }
     /* enter/exit: the block may drop the slot; the entry holds c. */
     int rc = ctx_context_enter(c);
     out(s, "%s", errname(rc));
@@ -440,7 +453,7 @@ void exec_block(int from, int to, struct agent *self)
     for (int i = from; i < to;) {
         const struct stmt *s = &pr.s[i];
         switch (s->op) {
-        case OP_RUN: case OP_ENTER: i = do_run(i, self); continue;
+        case OP_RUN: case OP_ENTER: case OP_WITH: i = do_run(i, self); continue;
         case OP_THREAD: i = do_thread(i); continue;
         case OP_JOB: case OP_JOBIN: i = do_job(i); continue;
         case OP_CALLABLE: i = do_callable(i); continue;
@@ -537,7 +550,8 @@ static void parse_line(char *line, int lineno)
         if (nopen == 0)
             die("end without a block", lineno);
         pr.s[open_blocks[--nopen]].close = pr.n;
-    } else if (s->op == OP_RUN || s->op == OP_ENTER || s->op == OP_THREAD ||
+    } else if (s->op == OP_RUN || s->op == OP_ENTER || s->op == OP_WITH ||
+               s->op == OP_THREAD ||
                s->op == OP_JOB || s->op == OP_JOBIN || s->op == OP_CALLABLE ||
                s->op == OP_FIBER) {
         if (nopen == 256)

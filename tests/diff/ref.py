@@ -38,8 +38,8 @@ def parse(lines):
             continue
         stmt = (w, None, None)
         stack[-1].append(stmt)
-        if w[0] in ('run', 'enter', 'thread', 'job', 'jobin', 'callable',
-                    'fiber'):
+        if w[0] in ('run', 'enter', 'with', 'thread', 'job', 'jobin',
+                    'callable', 'fiber'):
             stack.append([])
     assert len(stack) == 1, 'unbalanced program'
     return stack[0]
@@ -255,6 +255,11 @@ class Program:
 
     def op_enter(self, w, body, close, me):
         self.run_block(w, body, me, close)
+
+    def op_with(self, w, body, close, me):
+        # CTX_ENTER(c) { ... }: Python has no `with ctx:`, and c.run() is
+        # what it means.
+        self.run_block(w, body, me)
 
     # --- threads, jobs, callables -------------------------------------
     def op_thread(self, w, body, close, me):
