@@ -25,7 +25,10 @@
 #include <errno.h>
 #include <pthread.h>
 #include <semaphore.h>
+#include <signal.h>
 #include <stdint.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #define P(n) ((void *)(uintptr_t)(n))
 #define BAD P(0xbad)
@@ -676,6 +679,73 @@ START_TEST(thread_exit_frees_released_fiber)
 }
 END_TEST
 
+/* fork() while another thread has a fiber resumed, in the middle of a
+ * write to a context the fiber entered (its lock held): in the child the
+ * fiber is suspended with what it held, and resumable, locks open. */
+static sem_t fork_ready, fork_done;
+
+static void *resume_and_hold_lock(void *f)
+{
+    THR_CHECK(ctx_fiber_resume(f) == 0);
+    THR_CHECK(ctx_context_enter(c1) == 0);
+    THR_CHECK(ctx_var_set(var, P(10), NULL) == 0);
+    ctx__spin_lock(&c1->lock);
+    ctx__spin_lock(&ctx_fiber_context(f)->lock);
+    sem_post(&fork_ready);
+    sem_wait(&fork_done);
+    ctx__spin_unlock(&ctx_fiber_context(f)->lock);
+    ctx__spin_unlock(&c1->lock);
+    THR_CHECK(ctx_context_exit(c1) == 0);
+    THR_CHECK(ctx_fiber_suspend(f) == 0);
+    return NULL;
+}
+
+static int fork_child_checks(ctx_fiber_t *f)
+{
+    signal(SIGALRM, SIG_DFL); /* not Check's handler, which kills all */
+    alarm(10);                /* a lock left closed hangs: fail instead */
+    void *v = NULL;
+    if (ctx_context_enter(c1) != EBUSY) /* still the fiber's */
+        return 1;
+    if (ctx_fiber_resume(f) != 0 || get_var() != P(10))
+        return 2;
+    if (ctx_context_get(c1, var, &v) != 0 || v != P(10))
+        return 3;
+    if (ctx_context_len(ctx_fiber_context(f)) != 1)
+        return 4;
+    if (ctx_context_exit(c1) != 0 || get_var() != P(1))
+        return 5;
+    if (ctx_fiber_suspend(f) != 0 || ctx_context_enter(c1) != 0)
+        return 6;
+    return 0;
+}
+
+START_TEST(fork_child_resumes_fibers_of_other_threads)
+{
+    ctx_fiber_t *f = fiber_with(P(1));
+    sem_init(&fork_ready, 0, 0);
+    sem_init(&fork_done, 0, 0);
+    pthread_t th;
+    ck_ok(pthread_create(&th, NULL, resume_and_hold_lock, f));
+    sem_wait(&fork_ready);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0)
+        _exit(fork_child_checks(f));
+    int status = 0;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    sem_post(&fork_done);
+    ck_ok(pthread_join(th, NULL));
+    ck_threads_ok();
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "child: status %d (exit %d)", status,
+                  WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    sem_destroy(&fork_done);
+    sem_destroy(&fork_ready);
+    ctx_fiber_release(f);
+}
+END_TEST
+
 /* ------------------------------------------------------------------
  * Racing resumes: exactly one per fiber per round wins
  * ---------------------------------------------------------------- */
@@ -1139,6 +1209,7 @@ static Suite *fiber_suite(void)
     tcase_add_test(tc, release_while_resumed_frees_at_suspend);
     tcase_add_test(tc, thread_exit_suspends_resumed_fibers);
     tcase_add_test(tc, thread_exit_frees_released_fiber);
+    tcase_add_test(tc, fork_child_resumes_fibers_of_other_threads);
     tcase_add_test(tc, racing_resumes_one_wins);
     suite_add_tcase(s, tc);
 #endif
