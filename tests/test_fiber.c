@@ -728,18 +728,27 @@ START_TEST(fork_child_resumes_fibers_of_other_threads)
     pthread_t th;
     ck_ok(pthread_create(&th, NULL, resume_and_hold_lock, f));
     sem_wait(&fork_ready);
+    /* The child reports through a pipe, not its exit status: under
+     * valgrind, what the threads missing in the child owned counts as
+     * leaked there, and --error-exitcode would overwrite the status. */
+    int fd[2];
+    ck_assert_int_eq(pipe(fd), 0);
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
-    if (pid == 0)
-        _exit(fork_child_checks(f));
-    int status = 0;
+    if (pid == 0) {
+        int step = fork_child_checks(f);
+        _exit(write(fd[1], &step, sizeof step) == sizeof step ? 0 : 99);
+    }
+    close(fd[1]);
+    int step = -1, status = 0;
+    ssize_t got = read(fd[0], &step, sizeof step);
+    close(fd[0]);
     ck_assert_int_eq(waitpid(pid, &status, 0), pid);
     sem_post(&fork_done);
     ck_ok(pthread_join(th, NULL));
     ck_threads_ok();
-    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-                  "child: status %d (exit %d)", status,
-                  WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    ck_assert_msg(got == sizeof step && step == 0,
+                  "child failed at step %d (status %d)", step, status);
     sem_destroy(&fork_done);
     sem_destroy(&fork_ready);
     ctx_fiber_release(f);
