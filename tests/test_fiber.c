@@ -755,6 +755,57 @@ START_TEST(fork_child_resumes_fibers_of_other_threads)
 }
 END_TEST
 
+/* Resume and suspend are switches: watchers see the context made
+ * current, and may not switch from inside (EDEADLK, nothing changes). */
+static ctx_context_t *seen_ctx[8];
+static int nseen, inner_resume_rc, inner_suspend_rc;
+static ctx_fiber_t *watch_f, *watch_g;
+
+static void watcher(ctx_context_t *current, void *arg)
+{
+    (void)arg;
+    if (nseen < 8)
+        seen_ctx[nseen++] = current;
+    inner_resume_rc = ctx_fiber_resume(watch_g);
+    inner_suspend_rc = ctx_fiber_suspend(watch_f);
+}
+
+START_TEST(watchers_see_resume_and_suspend)
+{
+    watch_f = fiber_with(P(1));
+    watch_g = fiber_with(P(2));
+    ck_ok(ctx_context_enter(c2));
+    int id = 0;
+    nseen = 0;
+    ck_ok(ctx_watch_add(watcher, NULL, &id));
+    ck_ok(ctx_fiber_resume(watch_f));
+    ck_assert_int_eq(nseen, 1);
+    ck_assert_ptr_eq(seen_ctx[0], ctx_fiber_context(watch_f));
+    ck_assert_int_eq(inner_resume_rc, EDEADLK);
+    ck_assert_int_eq(inner_suspend_rc, EDEADLK);
+    ck_ok(ctx_context_enter(c1));
+    ck_ok(ctx_fiber_suspend(watch_f));
+    ck_assert_int_eq(nseen, 3);
+    ck_assert_ptr_eq(seen_ctx[1], c1);
+    ck_assert_ptr_eq(seen_ctx[2], c2); /* the thread's, again */
+    ck_assert_int_eq(inner_suspend_rc, EPERM); /* no longer resumed */
+    ck_ok(ctx_fiber_resume(watch_f));
+    ck_assert_ptr_eq(seen_ctx[3], c1); /* what it held, on top */
+    ck_ok(ctx_watch_remove(id));
+    ck_ok(ctx_context_exit(c1));
+    ck_ok(ctx_fiber_suspend(watch_f));
+    ck_assert_int_eq(nseen, 4);
+    ck_assert_ptr_eq(get_var(), CTX_MISSING); /* c2's: never set */
+    ck_ok(ctx_context_exit(c2));
+    /* g was never resumed by the watcher. */
+    ck_ok(ctx_fiber_resume(watch_g));
+    ck_assert_ptr_eq(get_var(), P(2));
+    ck_ok(ctx_fiber_suspend(watch_g));
+    ctx_fiber_release(watch_g);
+    ctx_fiber_release(watch_f);
+}
+END_TEST
+
 /* ------------------------------------------------------------------
  * Racing resumes: exactly one per fiber per round wins
  * ---------------------------------------------------------------- */
@@ -1219,6 +1270,7 @@ static Suite *fiber_suite(void)
     tcase_add_test(tc, thread_exit_suspends_resumed_fibers);
     tcase_add_test(tc, thread_exit_frees_released_fiber);
     tcase_add_test(tc, fork_child_resumes_fibers_of_other_threads);
+    tcase_add_test(tc, watchers_see_resume_and_suspend);
     tcase_add_test(tc, racing_resumes_one_wins);
     suite_add_tcase(s, tc);
 #endif
