@@ -151,6 +151,23 @@ double mem_per_binding(ctx_state_t *s, size_t n);
 double mem_per_snapshot(ctx_state_t *s, size_t nbind, size_t nsnap);
 
 /* ------------------------------------------------------------------
+ * fiber.c: resume + suspend of a fiber holding entered contexts
+ * ---------------------------------------------------------------- */
+typedef struct fiber_bench fiber_bench_t;
+fiber_bench_t *fiber_bench_new(size_t nheld); /* a fiber holding nheld */
+void fiber_bench_free(fiber_bench_t *fb);
+bench_fn_t op_fiber_switch;   /* arg: fiber_bench_t * */
+bench_fn_t op_fiber_switch1;  /* its own fiber holding 1; arg unused */
+bench_fn_t op_fiber_switch16; /* ... holding 16 */
+
+typedef struct {
+    double ours, base, ratio; /* ours 0: not measured */
+} fiber_figure_t;
+extern fiber_figure_t fiber_vs_malloc, fiber_16_vs_1;
+/* Measures both figures in one run and prints them. */
+void fiber_measure(void);
+
+/* ------------------------------------------------------------------
  * callgrind.c
  * ---------------------------------------------------------------- */
 void cg_list(void);

@@ -312,6 +312,14 @@ static void print_goals(void)
     goal_rate("pool, 2 workers, empty jobs, vs mutex+condvar",
               R.pool_plain, "plain");
     goal_time("thread_create+join", R.thread, "pthread", 1.10);
+    goal_time("fiber resume+suspend, 1 held context",
+              (pair_t){fiber_vs_malloc.ours, fiber_vs_malloc.base,
+                       fiber_vs_malloc.ratio},
+              "malloc+free", 2);
+    goal_time("fiber resume+suspend, 16 vs 1 held",
+              (pair_t){fiber_16_vs_1.ours, fiber_16_vs_1.base,
+                       fiber_16_vs_1.ratio},
+              "1 held", 1.2);
     snprintf(f, sizeof f, "memory per binding, %zu bindings", R.mem_bindings);
     goal_bytes(f, R.mem_binding, 48);
     snprintf(f, sizeof f, "memory per snapshot, 1,000 bindings (%zu)",
@@ -380,6 +388,8 @@ static int run_all(bool check, unsigned sections)
     ops_grow(&s, 1);
     if (sections & SEC_SMALL)
         measure_small(&s);
+    if (sections & SEC_SMALL)
+        fiber_measure();
     if (sections & SEC_POOLS)
         measure_pools(&s);
     if (sections & SEC_SCALING)

@@ -73,6 +73,12 @@ static void fork_child(void)
     while (ts != NULL) {
         ctx__tstate_t *next = ts->reg_next;
         if (ts != &ctx__ts) {
+            /* Open the locks first, while the whole stack is one list:
+             * fibers resumed there take their contexts with them below,
+             * and a fiber's context the dead thread was writing would
+             * stay locked for whoever resumes the fiber in the child. */
+            for (ctx_context_t *c = ts->current; c != NULL; c = c->prev)
+                atomic_store(&c->lock.locked, false);
             /* Fibers resumed there keep what they hold, as at a thread's
              * exit, and can be resumed in the child. */
             while (ts->fiber != NULL)
@@ -81,7 +87,6 @@ static void fork_child(void)
                 ctx_context_t *c = ts->current;
                 ts->current = c->prev;
                 c->prev = NULL;
-                atomic_store(&c->lock.locked, false);
                 ctx__context_leave(c);
             }
             registry_unlink(ts);

@@ -751,6 +751,125 @@ START_TEST(calls)
 }
 END_TEST
 
+/* ============================================================ fibers */
+
+/* ctx_fiber_create() from an entered context of n bindings, copying the
+ * current context (NULL) or running in a given one; and a fiber's first
+ * resume on a fresh thread, which makes the thread's base context. */
+typedef struct {
+    fix_t *f;
+    bool given;         /* create in f->snap (else: copy the current) */
+    ctx_fiber_t *out;
+    ctx_fiber_t *fiber; /* resume: the fiber to resume */
+    void *seen;         /* resume: the target as the fiber saw it */
+    int suspend_rc;
+} fib_st;
+
+static int fib_create_call(void *p)
+{
+    fib_st *s = p;
+    return ctx_fiber_create(&s->out, s->given ? s->f->snap : NULL);
+}
+
+static void fib_create_unchanged(void *p)
+{
+    fib_st *s = p;
+    fix_unchanged(s->f);
+    ck_assert_ptr_eq(s->out, UNTOUCHED);
+}
+
+static void fib_create_done(void *p)
+{
+    fib_st *s = p;
+    fix_t *f = s->f;
+    ctx_context_t *fc = ctx_fiber_context(s->out);
+    if (s->given) {
+        ck_assert_ptr_eq(fc, f->snap);
+    } else {
+        ck_assert_ptr_ne(fc, f->ctx);
+        same_dump(&f->before, fc, false);
+    }
+    ck_ok(ctx_fiber_resume(s->out));
+    void *v = NULL;
+    ck_ok(ctx_var_get(f->target, &v));
+    ck_assert_ptr_eq(v, VAL(V_OLD));
+    ck_ok(ctx_var_set(f->target, VAL(V_NEW), NULL)); /* the fiber's own */
+    ck_ok(ctx_fiber_suspend(s->out));
+    ctx_fiber_release(s->out);
+    s->out = UNTOUCHED;
+    if (!s->given)
+        fix_unchanged(f);
+}
+
+START_TEST(fiber_create)
+{
+    static const sweep_t op = {ENOMEM, false, fib_create_call, NULL,
+                               fib_create_unchanged, fib_create_done};
+    for (size_t z = 0; z < NSIZES; z++)
+        for (int given = 0; given < 2; given++)
+            for (int sh = given ? S_FULL : S_NONE; sh < NSHARES; sh++) {
+                fix_t f;
+                fix_build(&f, sizes[z], H_COLL, true);
+                fix_freeze(&f, sh);
+                fib_st s = {&f, given, UNTOUCHED, NULL, NULL, 0};
+                sweep(&op, &s);
+                fix_free(&f);
+            }
+    check_balanced();
+    report("ctx_fiber_create");
+}
+END_TEST
+
+static int fib_resume_call(void *p)
+{
+    fib_st *s = p;
+    return ctx_fiber_resume(s->fiber);
+}
+
+static void fib_resume_after(void *p, int rc)
+{
+    fib_st *s = p;
+    s->seen = UNTOUCHED;
+    ctx_var_get(s->f->target, &s->seen);
+    s->suspend_rc = ctx_fiber_suspend(s->fiber);
+    (void)rc;
+}
+
+static void fib_resume_unchanged(void *p)
+{
+    fib_st *s = p;
+    ck_assert_ptr_eq(s->seen, VAL(V_DEF)); /* the thread's empty base */
+    ck_assert_int_eq(s->suspend_rc, EPERM);
+    /* Not left claimed by the dead thread. */
+    ck_ok(ctx_fiber_resume(s->fiber));
+    ck_ok(ctx_fiber_suspend(s->fiber));
+}
+
+static void fib_resume_done(void *p)
+{
+    fib_st *s = p;
+    ck_assert_ptr_eq(s->seen, VAL(V_OLD));
+    ck_ok(s->suspend_rc);
+}
+
+START_TEST(fiber_resume_fresh_thread)
+{
+    static const sweep_t op = {ENOMEM, true, fib_resume_call,
+                               fib_resume_after, fib_resume_unchanged,
+                               fib_resume_done};
+    fix_t f;
+    fix_build(&f, 33, H_PLAIN, true);
+    fix_freeze(&f, S_NONE);
+    fib_st s = {&f, false, UNTOUCHED, NULL, NULL, 0};
+    ck_ok(ctx_fiber_create(&s.fiber, NULL));
+    sweep(&op, &s);
+    ctx_fiber_release(s.fiber);
+    fix_free(&f);
+    check_balanced();
+    report("ctx_fiber_resume on a fresh thread");
+}
+END_TEST
+
 static Suite *fault_suite(void)
 {
     Suite *s = suite_create("fault");
@@ -761,6 +880,10 @@ static Suite *fault_suite(void)
     tc = tcase_create("calls");
     tcase_add_test(tc, fresh_thread);
     tcase_add_loop_test(tc, calls, 0, NKINDS);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("fibers");
+    tcase_add_test(tc, fiber_create);
+    tcase_add_test(tc, fiber_resume_fresh_thread);
     suite_add_tcase(s, tc);
     return s;
 }

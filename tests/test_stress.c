@@ -22,6 +22,11 @@
  *    long it lives and whoever looks.
  *  - Every job a pool accepted runs, once, in its submitter's context.
  *  - Retains and releases of values balance at the end.
+ *  - Fibers are raced for (one resume wins, the rest get EBUSY), run a
+ *    step in which they see only their own context, enter and exit a
+ *    context across suspends, and are now and then replaced and released
+ *    while resumed.  As for shared contexts, a counter and a plain-memory
+ *    sequence per fiber prove one thread at a time and the handover.
  */
 #include "config.h"
 
@@ -563,6 +568,99 @@ static void op_thread(thr_t *t)
     check_own(t);
 }
 
+/* ---- fibers: raced for, run a step, sometimes replaced ---- */
+
+#define NFIB 6
+static ctx_fiber_t *fib[NFIB];        /* swapped under fib_mu[k] */
+static pthread_mutex_t fib_mu[NFIB];
+static ctx_var_t *fvar[NFIB];         /* bound in fiber k's own context */
+static ctx_context_t *fib_held[NFIB]; /* entered in fiber k, or not */
+static atomic_int fib_inside[NFIB];
+static unsigned long fib_last[NFIB];  /* touched only with k resumed */
+static bool fib_holds[NFIB];          /* likewise */
+static atomic_long fiber_runs, fibers_replaced;
+
+static void op_fiber(thr_t *t)
+{
+    unsigned k = rnd(t, NFIB);
+    /* The lock only keeps the pointer alive against a replacement; the
+     * race for the fiber itself is the library's. */
+    pthread_mutex_lock(&fib_mu[k]);
+    ctx_fiber_t *f = fib[k];
+    int rc = ctx_fiber_resume(f);
+    pthread_mutex_unlock(&fib_mu[k]);
+    CHECK(rc == 0 || rc == EBUSY);
+    if (rc != 0) {
+        atomic_fetch_add(&busy_seen, 1);
+        return;
+    }
+    CHECK(atomic_fetch_add(&fib_inside[k], 1) == 0);
+    void *v = NULL;
+    if (fib_holds[k]) { /* back on top, on whatever thread we are */
+        CHECK(ctx_context_exit(fib_held[k]) == 0);
+        fib_holds[k] = false;
+    }
+    CHECK(ctx_var_get(gvar, &v) == ENOENT); /* nothing of the thread's */
+    CHECK(ctx_var_get(own[t->id], &v) == ENOENT);
+    CHECK(ctx_var_get(fvar[k], &v) == 0 && v == enc(k, fib_last[k]));
+    fib_last[k]++;
+    CHECK(ctx_var_set(fvar[k], enc(k, fib_last[k]), NULL) == 0);
+    atomic_fetch_add(&fiber_runs, 1);
+    ctx_fiber_t *next = NULL;
+    if (rnd(t, 32) == 0 && ctx_fiber_create(&next, NULL) == 0) {
+        /* Replace it with a copy and release it while resumed: it is
+         * freed at the suspend below. */
+        atomic_fetch_sub(&fib_inside[k], 1);
+        pthread_mutex_lock(&fib_mu[k]);
+        fib[k] = next;
+        pthread_mutex_unlock(&fib_mu[k]);
+        ctx_fiber_release(f);
+        atomic_fetch_add(&fibers_replaced, 1);
+    } else {
+        if (rnd(t, 2)) {
+            CHECK(ctx_context_enter(fib_held[k]) == 0);
+            fib_holds[k] = true;
+        }
+        atomic_fetch_sub(&fib_inside[k], 1);
+    }
+    CHECK(ctx_fiber_suspend(f) == 0);
+    check_own(t);
+}
+
+static void fibers_setup(void)
+{
+    for (unsigned k = 0; k < NFIB; k++) {
+        pthread_mutex_init(&fib_mu[k], NULL);
+        ck_ok(ctx_var_create(&fvar[k], "fiber", CTX_MISSING, &counted));
+        ck_ok(ctx_context_new(&fib_held[k]));
+        ck_ok(ctx_fiber_create(&fib[k], NULL));
+        ck_ok(ctx_fiber_resume(fib[k]));
+        ck_ok(ctx_var_set(fvar[k], enc(k, 0), NULL));
+        ck_ok(ctx_fiber_suspend(fib[k]));
+        fib_last[k] = 0;
+        fib_holds[k] = false;
+    }
+}
+
+static void fibers_teardown(void)
+{
+    for (unsigned k = 0; k < NFIB; k++) {
+        void *v = NULL;
+        ck_ok(ctx_fiber_resume(fib[k]));
+        if (fib_holds[k])
+            ck_ok(ctx_context_exit(fib_held[k]));
+        ck_ok(ctx_var_get(fvar[k], &v));
+        ck_assert_ptr_eq(v, enc(k, fib_last[k]));
+        ck_ok(ctx_fiber_suspend(fib[k]));
+        ctx_fiber_release(fib[k]);
+        ck_ok(ctx_context_enter(fib_held[k])); /* nobody holds it */
+        ck_ok(ctx_context_exit(fib_held[k]));
+        ctx_context_release(fib_held[k]);
+        ctx_var_release(fvar[k]);
+        pthread_mutex_destroy(&fib_mu[k]);
+    }
+}
+
 /* ---- the threads' loop and the test ---- */
 
 static void *thread_main(void *p)
@@ -587,8 +685,10 @@ static void *thread_main(void *p)
             op_read_shared(t);
         else if (r < 220)
             op_run_copy(t);
-        else if (r < 250)
+        else if (r < 240)
             op_submit(t);
+        else if (r < 250)
+            op_fiber(t);
         else if (r < 253)
             op_thread(t);
         else
@@ -633,10 +733,12 @@ static void setup_world(void)
     }
     ck_ok(ctx_var_create(&gvar, "g", CTX_MISSING, NULL));
     cur_box = box_new();
+    fibers_setup();
 }
 
 static void teardown_world(void)
 {
+    fibers_teardown();
     ck_ok(ctx_pool_destroy(cur_box->pool));
     free(cur_box);
     for (int i = 0; i < NRING; i++) {
@@ -690,10 +792,12 @@ START_TEST(stress)
     ck_assert_int_eq(atomic_load(&jobs_accepted), atomic_load(&jobs_run));
     ck_assert_int_eq(atomic_load(&retains), atomic_load(&releases));
     printf("stress: %ld ops in %.1f s (%d threads; %ld jobs, %ld refused "
-           "by %ld pools; %ld EBUSY; %ld threads started)\n",
+           "by %ld pools; %ld EBUSY; %ld threads started; %ld fiber steps, "
+           "%ld fibers replaced)\n",
            atomic_load(&ops_total), took, NTHREADS, atomic_load(&jobs_run),
            atomic_load(&refused), atomic_load(&pools_made),
-           atomic_load(&busy_seen), atomic_load(&threads_made));
+           atomic_load(&busy_seen), atomic_load(&threads_made),
+           atomic_load(&fiber_runs), atomic_load(&fibers_replaced));
     fflush(stdout);
 }
 END_TEST

@@ -7,7 +7,8 @@
  * nested runs (of entered contexts too: EBUSY), enter/exit (wrong order:
  * EPERM), the mapping view, foreach (stopping early, setting variables from
  * the callback), releases, NULL arguments, and injected allocation
- * failures (ENOMEM must leave everything unchanged).  Some variables get
+ * failures (ENOMEM must leave everything unchanged), and fibers
+ * (create, resume, suspend, release; fuzz_fiber.c).  Some variables get
  * forced hashes so that they share trie paths and collision nodes.  A plain
  * reference model (one array per context, indexed by variable) predicts the
  * result and value of every call; any difference aborts with a message.
@@ -260,7 +261,7 @@ static void op_fault(void)
 
 void fz_run_op(void)
 {
-    switch (fz_byte() % 24) {
+    switch (fz_byte() % 26) {
     case 0: case 1: case 2: op_set(false); break;
     case 3: case 4: case 5: op_set(true); break;
     case 6: case 7: op_get(); break;
@@ -278,6 +279,7 @@ void fz_run_op(void)
     case 20: fz_op_foreach(); break;
     case 21: op_newvar(); break;
     case 22: fz_op_nulls(); break;
+    case 23: case 24: fz_op_fiber(); break;
     default: fz_byte() & 1 ? op_fault() : fz_op_check_current(); break;
     }
 }
@@ -291,6 +293,7 @@ static void setup(const uint8_t *data, size_t size)
     memset(&fz, 0, sizeof fz);
     fz.p = data;
     fz.n = size;
+    fz_fiber_setup();
     /* v2..v4 collide fully; v5 shares all but the last level with them. */
     new_var(0, 0, 0, 3, false);
     new_var(1, 0, 0, ABSENT, true);
@@ -309,6 +312,7 @@ static void setup(const uint8_t *data, size_t size)
 
 static void teardown(void)
 {
+    fz_fiber_teardown();
     while (fz.depth > 1)
         fz_exit_top();
     ctx_context_t *root = fz.stack[0].c;

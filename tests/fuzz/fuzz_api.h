@@ -54,6 +54,25 @@ typedef struct {
     bool used;
 } mtok_t;
 
+/* The model of one fiber (fuzz_fiber.c).  Records are never reused
+ * within an input: a released fiber's stays until its suspend. */
+#define NFIB 3    /* fiber slots */
+#define MAXFIB 24 /* fibers one input may create */
+struct fz_fiber {
+    ctx_fiber_t *f;       /* NULL: freed */
+    ctx_context_t *c;     /* its own context */
+    int cid;
+    bool resumed, released;
+    int saved_base;       /* resumed: frame_base before */
+    int at;               /* resumed: its context's depth in the stack */
+    int runs_at;          /* resumed: the run nesting it was resumed at */
+    int nheld;            /* suspended: what it holds, innermost last */
+    struct {
+        ctx_context_t *c;
+        int cid;
+    } held[MAXDEPTH];
+};
+
 struct fz_state {
     const uint8_t *p; /* the undecoded rest of the input */
     size_t n;
@@ -75,6 +94,11 @@ struct fz_state {
     int frame_base; /* exits may pop down to this depth, not below */
     int runs;
     bool mayfail; /* inside an injected allocation failure */
+    struct fz_fiber fib[MAXFIB];
+    int nfib;
+    int fslot[NFIB];     /* record of each fiber slot, -1: empty */
+    int rstack[MAXFIB];  /* records of the resumed fibers, innermost last */
+    int nres;
 };
 
 extern struct fz_state fz;
@@ -108,5 +132,11 @@ void fz_op_view(void);
 void fz_op_foreach(void);
 void fz_op_check_current(void);
 void fz_op_nulls(void);
+
+/* fuzz_fiber.c */
+void fz_op_fiber(void);
+void fz_fiber_setup(void);
+void fz_fiber_unwind_run(void);
+void fz_fiber_teardown(void);
 
 #endif

@@ -151,6 +151,7 @@ static void *run_body(void *arg)
     fz.runs++;
     for (int i = 0; i < a->nbody && fz.n > 0; i++)
         fz_run_op();
+    fz_fiber_unwind_run(); /* suspend the fibers the body resumed */
     while (fz.depth > fz.frame_base) /* leave what the body entered */
         fz_exit_top();
     fz.runs--;
