@@ -54,6 +54,27 @@
 #define CTX__TLS_IE __attribute__((tls_model("initial-exec")))
 
 /* ------------------------------------------------------------------
+ * Publishing what a signal handler may read.
+ *
+ * ctx_var_get() may run in a signal handler that interrupted the library
+ * on the same thread (see "Signal safety" in hamt.c and the get path in
+ * var.c).  Such a reader sees memory exactly as the interrupted code left
+ * it between two of its instructions, so every change it can see (in a
+ * trie node, a get cache slot, the thread's version) is one aligned store
+ * of one word, made after everything that word makes reachable is
+ * complete.  The handler runs on the writing thread itself, so ordering
+ * the compiler is enough (atomic_signal_fence emits no instruction); the
+ * stores and loads are relaxed atomics so that neither side may split,
+ * merge or repeat them.
+ * ---------------------------------------------------------------- */
+#define CTX__PUBLISH(lvalue, v)                                              \
+    do {                                                                     \
+        atomic_signal_fence(memory_order_release);                           \
+        __atomic_store_n(&(lvalue), (v), __ATOMIC_RELAXED);                  \
+    } while (0)
+#define CTX__PEEK(lvalue) __atomic_load_n(&(lvalue), __ATOMIC_RELAXED)
+
+/* ------------------------------------------------------------------
  * Debug checks: compiled only with --enable-debug (CTX_DEBUG).
  * ---------------------------------------------------------------- */
 #ifdef CTX_DEBUG
@@ -331,8 +352,13 @@ CTX__HIDDEN int ctx__adopt_base(ctx_context_t *ctx);
 CTX__HIDDEN int ctx__run(ctx_context_t *ctx, void *(*fn)(void *), void *arg,
                          void **result);
 
-/* Forgets the thread's cached lookups (bumps its version). */
-static inline void ctx__ts_changed(void) { ctx__ts.ver++; }
+/* Forgets the thread's cached lookups (bumps its version).  Called after
+ * the change it announces: a signal handler that runs in between may cache
+ * the new state under the old version, which this bump then retires. */
+static inline void ctx__ts_changed(void)
+{
+    CTX__PUBLISH(ctx__ts.ver, ctx__ts.ver + 1);
+}
 
 /* ------------------------------------------------------------------
  * token.c
