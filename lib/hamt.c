@@ -90,7 +90,8 @@ static bool node_owned(const ctx__hnode_t *n)
     return atomic_load_explicit(&n->refcnt, memory_order_acquire) == 1;
 }
 
-static void entry_retain(const hentry_t *e)
+static inline __attribute__((always_inline)) void
+entry_retain_inline(const hentry_t *e)
 {
     if (e->key != NULL) {
         ctx__var_incref(e->key);
@@ -98,6 +99,12 @@ static void entry_retain(const hentry_t *e)
     } else {
         ctx__hamt_retain(e->value);
     }
+}
+
+/* Out of line everywhere but the copy loop (retain_range). */
+static void entry_retain(const hentry_t *e)
+{
+    entry_retain_inline(e);
 }
 
 static void entry_release(const hentry_t *e)
@@ -155,6 +162,14 @@ void ctx__hgarbage_dispose(ctx__hgarbage_t *g)
 
 #define NONE UINT32_MAX
 
+/* The path-copy loop, where most of a first write after a snapshot goes:
+ * entry_retain inlined, and no per-entry test for the gap. */
+static void retain_range(const hentry_t *e, uint32_t n)
+{
+    for (const hentry_t *end = e + n; e < end; e++)
+        entry_retain_inline(e);
+}
+
 /* A new node holding n's entries minus entry `drop`, with an unfilled gap
  * at index `gap` (either may be NONE; both at one index replace that
  * entry).  With share, n stays as it is and the new node takes its own
@@ -178,10 +193,12 @@ static ctx__hnode_t *node_build(const ctx__hnode_t *n, uint32_t gap,
         memcpy(c->e, n->e, at * sizeof(hentry_t));
         memcpy(&c->e[dst], &n->e[src], (n->count - src) * sizeof(hentry_t));
     }
-    if (share)
-        for (uint32_t i = 0; i < count; i++)
-            if (i != gap)
-                entry_retain(&c->e[i]);
+    if (share) {
+        uint32_t skip = gap != NONE ? gap : count;
+        retain_range(c->e, skip);
+        if (skip < count)
+            retain_range(&c->e[skip + 1], count - skip - 1);
+    }
     return c;
 }
 
