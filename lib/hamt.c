@@ -107,16 +107,6 @@ static void entry_retain(const hentry_t *e)
     entry_retain_inline(e);
 }
 
-static void entry_release(const hentry_t *e)
-{
-    if (e->key != NULL) {
-        ctx__value_release(e->key, e->value);
-        ctx_var_release(e->key);
-    } else {
-        ctx__hamt_release(e->value);
-    }
-}
-
 ctx__hnode_t *ctx__hamt_retain(ctx__hnode_t *root)
 {
     if (root != NULL)
@@ -134,18 +124,36 @@ void ctx__hamt_set_refcount(ctx__hnode_t *root, unsigned n)
     atomic_store_explicit(&root->refcnt, n, memory_order_relaxed);
 }
 
+/* Drops a reference; true when it was the last.  A sole holder cannot be
+ * raced (a new reference needs an existing one), so it skips the atomic
+ * RMW. */
+static inline bool node_unref(ctx__hnode_t *n)
+{
+    return atomic_load_explicit(&n->refcnt, memory_order_acquire) == 1 ||
+           atomic_fetch_sub_explicit(&n->refcnt, 1, memory_order_acq_rel) == 1;
+}
+
+/* Frees n, whose last reference is gone, and what only it held.  Children
+ * are unreferenced inline: most are shared with a newer version, and a
+ * call per child used to be most of the cost of dropping a snapshot. */
+static void node_free(ctx__hnode_t *n)
+{
+    for (uint32_t i = 0; i < n->count; i++) {
+        const hentry_t *e = &n->e[i];
+        if (e->key != NULL) {
+            ctx__value_release(e->key, e->value);
+            ctx_var_release(e->key);
+        } else if (node_unref(e->value)) {
+            node_free(e->value);
+        }
+    }
+    ctx__free(n);
+}
+
 void ctx__hamt_release(ctx__hnode_t *root)
 {
-    if (root == NULL)
-        return;
-    /* A sole holder cannot be raced (a new reference needs an existing
-     * one), so it skips the atomic RMW. */
-    if (atomic_load_explicit(&root->refcnt, memory_order_acquire) != 1 &&
-        atomic_fetch_sub_explicit(&root->refcnt, 1, memory_order_acq_rel) != 1)
-        return;
-    for (uint32_t i = 0; i < root->count; i++)
-        entry_release(&root->e[i]);
-    ctx__free(root);
+    if (root != NULL && node_unref(root))
+        node_free(root);
 }
 
 void ctx__hgarbage_dispose(ctx__hgarbage_t *g)
