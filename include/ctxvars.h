@@ -28,6 +28,13 @@
  *  - Using an object after its last release is undefined (as with free());
  *    a library built with --enable-debug aborts with a message when it
  *    sees a released object, instead of corrupting memory.
+ *  - Async-signal safety: ctx_var_get() and ctx_var_get_or() are
+ *    async-signal-safe, and no other function is.  A signal handler may
+ *    call those two even when it interrupted a call into the library on
+ *    the same thread (a set, a reset, an enter, an exit, a run, another
+ *    get, anything); it reads the handler's thread's current context as
+ *    it was just before or just after the interrupted operation.  They
+ *    allocate nothing, take no lock, and leave errno alone.
  */
 #ifndef CTXVARS_H
 #define CTXVARS_H
@@ -104,13 +111,19 @@ CTX_EXTERN const char *ctx_var_name(const ctx_var_t *var);
  * bound value, else the variable's default.  The value is borrowed: with
  * ops, it stays valid while a holder keeps it (the binding you read, at
  * least until you set the variable again on this thread).
+ * Async-signal-safe, also in a handler that interrupted any library call
+ * on the same thread: the value is one var was bound to (or its default,
+ * or ENOENT where it was unbound) just before or just after the
+ * interrupted operation, and with ops it stays valid until the handler
+ * returns.  var must stay alive meanwhile (hold a reference).
  * Errors: EINVAL (var or value NULL), ENOENT (unbound and no default;
  * *value is left untouched). */
 CTX_EXTERN int ctx_var_get(const ctx_var_t *var, void **value);
 
 /* The bound value in the current context, else fallback.  The variable's
  * default is NOT consulted (Python's var.get(fallback)).  NULL var returns
- * fallback.  Never fails; this is the fast path. */
+ * fallback.  Never fails; this is the fast path.  Async-signal-safe, on
+ * the same terms as ctx_var_get(). */
 CTX_EXTERN void *ctx_var_get_or(const ctx_var_t *var, void *fallback);
 
 /* Binds var to value in the calling thread's current context.  value may

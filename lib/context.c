@@ -205,8 +205,8 @@ static inline int enter_on(ctx__tstate_t *ts, ctx_context_t *ctx, bool watch)
     if (err != 0)
         return err;
     ctx->prev = cur;
-    ts->current = ctx;
-    ts->ver++;
+    CTX__PUBLISH(ts->current, ctx);
+    ctx__ts_bump(ts);
     if (watch)
         ctx__watch_fire(ts);
     return 0;
@@ -222,9 +222,9 @@ static inline int exit_on(ctx__tstate_t *ts, ctx_context_t *ctx, bool watch)
         return EPERM;
     if (watch && ts->in_watch != 0)
         return EDEADLK;
-    ts->current = ctx->prev;
+    CTX__PUBLISH(ts->current, ctx->prev);
     ctx->prev = NULL;
-    ts->ver++;
+    ctx__ts_bump(ts);
     if (watch)
         ctx__watch_fire(ts);
     ctx__context_leave(ctx);
@@ -343,16 +343,18 @@ int ctx__context_assoc(ctx_context_t *c, ctx_var_t *var, void *value,
     if (added)
         c->len++;
     write_unlock(c);
+    /* The cache forgets the old binding before the garbage releases its
+     * value: a signal handler that interrupts the release must not find
+     * the value in the cache. */
+    if (r != CTX__H_ERROR)
+        ctx__ts_changed();
     if (previous != NULL && r != CTX__H_ERROR) {
         /* Hold it before the garbage may drop the trie's hold. */
         ctx__value_retain(var, g.previous);
         *previous = g.previous;
     }
     ctx__hgarbage_dispose(&g);
-    if (r == CTX__H_ERROR)
-        return ENOMEM;
-    ctx__ts_changed();
-    return 0;
+    return r == CTX__H_ERROR ? ENOMEM : 0;
 }
 
 int ctx__context_without(ctx_context_t *c, const ctx_var_t *var)
@@ -363,13 +365,12 @@ int ctx__context_without(ctx_context_t *c, const ctx_var_t *var)
     if (r == CTX__H_FOUND)
         c->len--;
     write_unlock(c);
+    if (r == CTX__H_FOUND)
+        ctx__ts_changed(); /* before the garbage goes, as in assoc */
     ctx__hgarbage_dispose(&g);
     if (r == CTX__H_ERROR)
         return ENOMEM;
-    if (r == CTX__H_NOT_FOUND)
-        return ENOENT;
-    ctx__ts_changed();
-    return 0;
+    return r == CTX__H_NOT_FOUND ? ENOENT : 0;
 }
 
 /* ------------------------------------------------------------------

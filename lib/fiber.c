@@ -112,9 +112,9 @@ int ctx_fiber_resume(ctx_fiber_t *fiber)
     atomic_store_explicit(&fiber->state, CTX__FIBER_RESUMED,
                           memory_order_relaxed);
     ts->fiber = fiber;
-    ts->current = fiber->top != NULL ? fiber->top : c;
+    CTX__PUBLISH(ts->current, fiber->top != NULL ? fiber->top : c);
     fiber->top = NULL;
-    ts->ver++;
+    ctx__ts_bump(ts);
     if (watch)
         ctx__watch_fire(ts);
     return 0;
@@ -124,11 +124,11 @@ void ctx__fiber_detach(ctx__tstate_t *ts, ctx_fiber_t *f, bool notify)
 {
     ctx_context_t *c = f->ctx;
     f->top = ts->current != c ? ts->current : NULL;
-    ts->current = c->prev;
+    CTX__PUBLISH(ts->current, c->prev);
     ts->fiber = f->outer;
     c->prev = NULL;
     f->outer = NULL;
-    ts->ver++;
+    ctx__ts_bump(ts);
     if (notify && ctx__watching())
         ctx__watch_fire(ts);
     /* The exchange comes before the exit: once c is exited another thread

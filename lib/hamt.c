@@ -41,6 +41,24 @@
  * changes anything that is already reachable: children are rebuilt first and
  * parents are patched only once the child succeeded.  So CTX__H_ERROR
  * leaves the trie exactly as it was (the strong guarantee set promises).
+ *
+ * Signal safety.  ctx_var_get() walks the current context's trie, also
+ * from a signal handler that interrupted an update of that very trie on
+ * the same thread.  So an in-place update must never let a reader see a
+ * half-done node: each one is a single word stored last (CTX__PUBLISH),
+ * and there are only these:
+ *  - overwriting a binding's value (the key stays): the repeated set;
+ *  - swapping a child pointer (or the root) for a node built aside;
+ *  - appending an entry after the last one, where no reader looks until
+ *    the bitmap (or, in a collision node, the count) that says so;
+ *  - dropping the last entry, by the same word.
+ * Everything else, notably opening or closing a gap in the middle and
+ * turning a binding into a child or back (two words), builds a new node
+ * and swaps it in.  The owned node it replaces cannot be freed at once, as
+ * it is still reachable until the swap above it: it is "retired" and freed
+ * when the whole update is published, without releasing anything (its
+ * references moved into the new node).  Readers load each published word
+ * once (CTX__PEEK) and never read a bitmap node's count.
  */
 #include "config.h"
 
@@ -72,7 +90,8 @@ static bool node_owned(const ctx__hnode_t *n)
     return atomic_load_explicit(&n->refcnt, memory_order_acquire) == 1;
 }
 
-static void entry_retain(const hentry_t *e)
+static inline __attribute__((always_inline)) void
+entry_retain_inline(const hentry_t *e)
 {
     if (e->key != NULL) {
         ctx__var_incref(e->key);
@@ -82,14 +101,10 @@ static void entry_retain(const hentry_t *e)
     }
 }
 
-static void entry_release(const hentry_t *e)
+/* Out of line everywhere but the copy loop (retain_range). */
+static void entry_retain(const hentry_t *e)
 {
-    if (e->key != NULL) {
-        ctx__value_release(e->key, e->value);
-        ctx_var_release(e->key);
-    } else {
-        ctx__hamt_release(e->value);
-    }
+    entry_retain_inline(e);
 }
 
 ctx__hnode_t *ctx__hamt_retain(ctx__hnode_t *root)
@@ -109,18 +124,36 @@ void ctx__hamt_set_refcount(ctx__hnode_t *root, unsigned n)
     atomic_store_explicit(&root->refcnt, n, memory_order_relaxed);
 }
 
+/* Drops a reference; true when it was the last.  A sole holder cannot be
+ * raced (a new reference needs an existing one), so it skips the atomic
+ * RMW. */
+static inline bool node_unref(ctx__hnode_t *n)
+{
+    return atomic_load_explicit(&n->refcnt, memory_order_acquire) == 1 ||
+           atomic_fetch_sub_explicit(&n->refcnt, 1, memory_order_acq_rel) == 1;
+}
+
+/* Frees n, whose last reference is gone, and what only it held.  Children
+ * are unreferenced inline: most are shared with a newer version, and a
+ * call per child used to be most of the cost of dropping a snapshot. */
+static void node_free(ctx__hnode_t *n)
+{
+    for (uint32_t i = 0; i < n->count; i++) {
+        const hentry_t *e = &n->e[i];
+        if (e->key != NULL) {
+            ctx__value_release(e->key, e->value);
+            ctx_var_release(e->key);
+        } else if (node_unref(e->value)) {
+            node_free(e->value);
+        }
+    }
+    ctx__free(n);
+}
+
 void ctx__hamt_release(ctx__hnode_t *root)
 {
-    if (root == NULL)
-        return;
-    /* A sole holder cannot be raced (a new reference needs an existing
-     * one), so it skips the atomic RMW. */
-    if (atomic_load_explicit(&root->refcnt, memory_order_acquire) != 1 &&
-        atomic_fetch_sub_explicit(&root->refcnt, 1, memory_order_acq_rel) != 1)
-        return;
-    for (uint32_t i = 0; i < root->count; i++)
-        entry_release(&root->e[i]);
-    ctx__free(root);
+    if (root != NULL && node_unref(root))
+        node_free(root);
 }
 
 void ctx__hgarbage_dispose(ctx__hgarbage_t *g)
@@ -135,68 +168,69 @@ void ctx__hgarbage_dispose(ctx__hgarbage_t *g)
     g->key = NULL;
 }
 
-/* A new node holding n's entries, with room for `extra` more; every entry
- * but e[skip] gets its own reference (the caller overwrites that slot). */
-static ctx__hnode_t *node_copy(const ctx__hnode_t *n, uint32_t extra,
-                               uint32_t skip)
+#define NONE UINT32_MAX
+
+/* The path-copy loop, where most of a first write after a snapshot goes:
+ * entry_retain inlined, and no per-entry test for the gap. */
+static void retain_range(const hentry_t *e, uint32_t n)
 {
-    ctx__hnode_t *c = node_alloc(n->collision, n->count + extra);
+    for (const hentry_t *end = e + n; e < end; e++)
+        entry_retain_inline(e);
+}
+
+/* A new node holding n's entries minus entry `drop`, with an unfilled gap
+ * at index `gap` (either may be NONE; both at one index replace that
+ * entry).  With share, n stays as it is and the new node takes its own
+ * references to the entries; without, the references move over and n is
+ * to be freed without releasing anything (retired). */
+static ctx__hnode_t *node_build(const ctx__hnode_t *n, uint32_t gap,
+                                uint32_t drop, bool share)
+{
+    CTX__ASSERT(gap == NONE || drop == NONE || gap == drop);
+    uint32_t at = gap != NONE ? gap : drop != NONE ? drop : n->count;
+    uint32_t src = at + (drop != NONE), dst = at + (gap != NONE);
+    uint32_t count = dst + (n->count - src);
+    ctx__hnode_t *c = node_alloc(n->collision, count);
     if (c == NULL)
         return NULL;
     c->bitmap = n->bitmap;
-    c->count = n->count;
-    memcpy(c->e, n->e, n->count * sizeof(hentry_t));
-    for (uint32_t i = 0; i < n->count; i++)
-        if (i != skip)
-            entry_retain(&c->e[i]);
-    return c;
-}
-
-/* Capacity for an owned node that must grow: leave slack so a run of sets
- * into the same node does not reallocate every time. */
-static uint32_t grown_cap(const ctx__hnode_t *n)
-{
-    uint32_t want = n->count + 1 + (n->count + 1) / 2;
-    if (!n->collision && want > FANOUT)
-        want = FANOUT;
-    return want;
-}
-
-/* Makes room for one entry at index idx of an owned node, moving the
- * entries (their references move with them).  Returns the node to use,
- * which may be a new one (the old is freed), or NULL on ENOMEM with n
- * untouched. */
-static ctx__hnode_t *owned_open_gap(ctx__hnode_t *n, uint32_t idx)
-{
-    if (n->count == n->cap) {
-        ctx__hnode_t *g = node_alloc(n->collision, grown_cap(n));
-        if (g == NULL)
-            return NULL;
-        g->bitmap = n->bitmap;
-        g->count = n->count;
-        memcpy(g->e, n->e, n->count * sizeof(hentry_t));
-        ctx__free(n);
-        n = g;
+    c->count = count;
+    if (gap == drop) { /* replacing (or a plain copy): one memcpy */
+        memcpy(c->e, n->e, count * sizeof(hentry_t));
+    } else {
+        memcpy(c->e, n->e, at * sizeof(hentry_t));
+        memcpy(&c->e[dst], &n->e[src], (n->count - src) * sizeof(hentry_t));
     }
-    memmove(&n->e[idx + 1], &n->e[idx], (n->count - idx) * sizeof(hentry_t));
-    n->count++;
-    return n;
+    if (share) {
+        uint32_t skip = gap != NONE ? gap : count;
+        retain_range(c->e, skip);
+        if (skip < count)
+            retain_range(&c->e[skip + 1], count - skip - 1);
+    }
+    return c;
 }
 
-/* A copy of shared node n with one more entry gap at idx (unfilled). */
-static ctx__hnode_t *copy_open_gap(const ctx__hnode_t *n, uint32_t idx)
+/* Owned nodes an update replaced: freed once the update is published
+ * (see "Signal safety").  A path has at most 8 nodes, and an update
+ * retires each at most once. */
+#define RETIRE_MAX 8
+
+typedef struct {
+    ctx__hnode_t *n[RETIRE_MAX];
+    unsigned k;
+} retired_t;
+
+static void retire(retired_t *r, ctx__hnode_t *n)
 {
-    ctx__hnode_t *c = node_alloc(n->collision, n->count + 1);
-    if (c == NULL)
-        return NULL;
-    c->bitmap = n->bitmap;
-    c->count = n->count + 1;
-    memcpy(c->e, n->e, idx * sizeof(hentry_t));
-    memcpy(&c->e[idx + 1], &n->e[idx], (n->count - idx) * sizeof(hentry_t));
-    for (uint32_t i = 0; i < c->count; i++)
-        if (i != idx)
-            entry_retain(&c->e[i]);
-    return c;
+    CTX__ASSERT(r->k < RETIRE_MAX);
+    r->n[r->k++] = n;
+}
+
+static void retired_free(retired_t *r)
+{
+    for (unsigned i = 0; i < r->k; i++)
+        ctx__free(r->n[i]);
+    r->k = 0;
 }
 
 /* A fresh copy built for an update that then failed higher up.  Freeing
@@ -236,24 +270,26 @@ ctx__hres_t ctx__hamt_find(const ctx__hnode_t *n, const ctx_var_t *key,
     uint32_t hash = key->hash;
     for (unsigned shift = 0; n != NULL; shift += BITS) {
         if (CTX__UNLIKELY(n->collision)) {
-            for (uint32_t i = 0; i < n->count; i++)
-                if (n->e[i].key == key) {
-                    *value = n->e[i].value;
+            uint32_t count = CTX__PEEK(n->count);
+            for (uint32_t i = 0; i < count; i++)
+                if (CTX__PEEK(n->e[i].key) == key) {
+                    *value = CTX__PEEK(n->e[i].value);
                     return CTX__H_FOUND;
                 }
             return CTX__H_NOT_FOUND;
         }
-        uint32_t bit = slot_bit(hash, shift);
-        if (!(n->bitmap & bit))
+        uint32_t bit = slot_bit(hash, shift), bitmap = CTX__PEEK(n->bitmap);
+        if (!(bitmap & bit))
             return CTX__H_NOT_FOUND;
-        const hentry_t *e = &n->e[slot_index(n->bitmap, bit)];
-        if (e->key == NULL) {
-            n = e->value;
+        const hentry_t *e = &n->e[slot_index(bitmap, bit)];
+        const ctx_var_t *k = CTX__PEEK(e->key);
+        if (k == NULL) {
+            n = CTX__PEEK(e->value);
             continue;
         }
-        if (e->key != key)
+        if (k != key)
             return CTX__H_NOT_FOUND;
-        *value = e->value;
+        *value = CTX__PEEK(e->value);
         return CTX__H_FOUND;
     }
     return CTX__H_NOT_FOUND;
@@ -319,6 +355,7 @@ typedef struct {
     void *value;
     bool added;
     ctx__hgarbage_t *g;
+    retired_t retired;
 } assoc_t;
 
 static ctx__hnode_t *assoc(ctx__hnode_t *n, bool owned, unsigned shift,
@@ -329,28 +366,47 @@ static ctx__hnode_t *assoc_empty_slot(ctx__hnode_t *n, bool owned,
                                       uint32_t bit, assoc_t *a)
 {
     uint32_t idx = slot_index(n->bitmap, bit);
-    ctx__hnode_t *r = owned ? owned_open_gap(n, idx) : copy_open_gap(n, idx);
-    if (r == NULL)
-        return NULL;
-    r->bitmap |= bit;
-    r->e[idx] = (hentry_t){a->key, a->value};
-    entry_retain(&r->e[idx]);
+    hentry_t fresh = {a->key, a->value};
     a->added = true;
+    if (owned && idx == n->count && n->count < n->cap) {
+        /* After the last entry, where readers look only once the bitmap
+         * says so (a node that lost its last entry has the room). */
+        n->e[idx] = fresh;
+        entry_retain(&fresh);
+        CTX__PUBLISH(n->bitmap, n->bitmap | bit);
+        n->count++;
+        return n;
+    }
+    ctx__hnode_t *r = node_build(n, idx, NONE, !owned);
+    if (r == NULL) {
+        a->added = false;
+        return NULL;
+    }
+    r->bitmap |= bit;
+    r->e[idx] = fresh;
+    entry_retain(&fresh);
+    if (owned)
+        retire(&a->retired, n);
     return r;
 }
 
-/* Replaces entry idx of n (bitmap or collision) by `with`, in place when
- * owned, else in a copy.  `with` already holds its references. */
+/* n with entry idx (bitmap or collision) replaced by `with`, which already
+ * holds its references.  In place only when one word changes (a child
+ * pointer for another); otherwise in a new node, retiring n when owned. */
 static ctx__hnode_t *replace_entry(ctx__hnode_t *n, bool owned, uint32_t idx,
-                                   hentry_t with)
+                                   hentry_t with, retired_t *retired)
 {
-    if (!owned) {
-        n = node_copy(n, 0, idx);
-        if (n == NULL)
-            return NULL;
+    if (owned && with.key == NULL && n->e[idx].key == NULL) {
+        CTX__PUBLISH(n->e[idx].value, with.value);
+        return n;
     }
-    n->e[idx] = with;
-    return n;
+    ctx__hnode_t *r = node_build(n, idx, idx, !owned);
+    if (r == NULL)
+        return NULL;
+    r->e[idx] = with;
+    if (owned)
+        retire(retired, n);
+    return r;
 }
 
 /* The slot holds a binding for another key: push both one level down. */
@@ -362,7 +418,8 @@ static ctx__hnode_t *assoc_split(ctx__hnode_t *n, bool owned, unsigned shift,
                                    a->hash);
     if (sub == NULL)
         return NULL;
-    ctx__hnode_t *r = replace_entry(n, owned, idx, (hentry_t){NULL, sub});
+    ctx__hnode_t *r =
+        replace_entry(n, owned, idx, (hentry_t){NULL, sub}, &a->retired);
     if (r == NULL) {
         unmerge(sub);
         return NULL;
@@ -385,19 +442,21 @@ static ctx__hnode_t *assoc_overwrite(ctx__hnode_t *n, bool owned, uint32_t idx,
         return n; /* nothing changes: keep sharing */
     void *old = e->value;
     if (owned) {
-        ctx__value_retain(a->key, a->value);
-        e->value = a->value;
+        /* The repeated set: one word, no allocation. */
+        void *value = a->value;
+        ctx__value_retain(a->key, value);
         a->g->key = a->key;
         a->g->value = old;
         a->g->drop_key = false;
+        CTX__PUBLISH(e->value, value);
         return n;
     }
-    ctx__hnode_t *r = node_copy(n, 0, idx);
+    ctx__hnode_t *r = node_build(n, idx, idx, true);
     if (r == NULL)
         return NULL;
     ctx__var_incref(a->key);
     ctx__value_retain(a->key, a->value);
-    r->e[idx].value = a->value;
+    r->e[idx] = (hentry_t){a->key, a->value};
     return r;
 }
 
@@ -410,12 +469,13 @@ static ctx__hnode_t *assoc_child(ctx__hnode_t *n, bool owned, unsigned shift,
     if (nc == NULL || nc == child)
         return nc == NULL ? NULL : n;
     if (owned) {
-        n->e[idx].value = nc;
+        CTX__PUBLISH(n->e[idx].value, nc);
         if (!child_owned)
             a->g->root = child; /* the boundary: drop n's old reference */
         return n;
     }
-    ctx__hnode_t *r = replace_entry(n, false, idx, (hentry_t){NULL, nc});
+    ctx__hnode_t *r =
+        replace_entry(n, false, idx, (hentry_t){NULL, nc}, &a->retired);
     if (r == NULL)
         discard_copy(a->g, nc);
     return r;
@@ -424,10 +484,10 @@ static ctx__hnode_t *assoc_child(ctx__hnode_t *n, bool owned, unsigned shift,
 static ctx__hnode_t *assoc_collision(ctx__hnode_t *n, bool owned,
                                      unsigned shift, assoc_t *a)
 {
+    hentry_t fresh = {a->key, a->value};
     if (a->hash != n->bitmap) {
         /* A different hash reached this collision node's slot: put the
          * collision node and the new binding under a new bitmap node. */
-        hentry_t fresh = {a->key, a->value};
         ctx__hnode_t *m = merge_pair(shift, (hentry_t){NULL, n}, n->bitmap,
                                      fresh, a->hash);
         if (m == NULL)
@@ -444,18 +504,30 @@ static ctx__hnode_t *assoc_collision(ctx__hnode_t *n, bool owned,
     for (uint32_t i = 0; i < n->count; i++)
         if (n->e[i].key == a->key)
             return assoc_overwrite(n, owned, i, a);
-    ctx__hnode_t *r = owned ? owned_open_gap(n, n->count)
-                            : copy_open_gap(n, n->count);
+    if (owned && n->count < n->cap) {
+        /* Readers of a collision node stop at its count. */
+        n->e[n->count] = fresh;
+        entry_retain(&fresh);
+        CTX__PUBLISH(n->count, n->count + 1);
+        a->added = true;
+        return n;
+    }
+    ctx__hnode_t *r = node_build(n, n->count, NONE, !owned);
     if (r == NULL)
         return NULL;
-    r->e[r->count - 1] = (hentry_t){a->key, a->value};
-    entry_retain(&r->e[r->count - 1]);
+    r->e[r->count - 1] = fresh;
+    entry_retain(&fresh);
+    if (owned)
+        retire(&a->retired, n);
     a->added = true;
     return r;
 }
 
 /* Returns the node that replaces n (n itself when changed in place or not
- * at all), or NULL on ENOMEM with nothing reachable changed. */
+ * at all), or NULL on ENOMEM with nothing reachable changed.  Owned nodes
+ * are changed in place or replaced only at the bottom of the path; above
+ * that, owned ancestors swap one child pointer, so nothing can fail once
+ * something reachable changed. */
 static ctx__hnode_t *assoc(ctx__hnode_t *n, bool owned, unsigned shift,
                            assoc_t *a)
 {
@@ -476,7 +548,13 @@ static ctx__hnode_t *assoc(ctx__hnode_t *n, bool owned, unsigned shift,
 ctx__hres_t ctx__hamt_assoc(ctx__hnode_t **root, ctx_var_t *key, void *value,
                             bool *added, ctx__hgarbage_t *garbage)
 {
-    assoc_t a = {key, key->hash, value, false, garbage};
+    assoc_t a; /* not an initializer: that would zero a.retired.n */
+    a.key = key;
+    a.hash = key->hash;
+    a.value = value;
+    a.added = false;
+    a.g = garbage;
+    a.retired.k = 0;
     ctx__hnode_t *old = *root, *r;
     if (old == NULL) {
         r = node_alloc(false, 1);
@@ -490,116 +568,140 @@ ctx__hres_t ctx__hamt_assoc(ctx__hnode_t **root, ctx_var_t *key, void *value,
     } else {
         bool owned = node_owned(old);
         r = assoc(old, owned, 0, &a);
-        if (r == NULL)
+        if (r == NULL) {
+            CTX__ASSERT(a.retired.k == 0);
             return CTX__H_ERROR;
+        }
         if (r != old && !owned)
             garbage->root = old;
     }
-    *root = r;
+    if (r != old)
+        CTX__PUBLISH(*root, r);
+    retired_free(&a.retired);
     *added = a.added;
     return CTX__H_FOUND;
 }
 
 /* ------------------------------------------------------------------
  * Removal
+ *
+ * A subtree that lost the key becomes a node (maybe the same one), nothing
+ * (only a root can empty), or a lone binding, which canonical form folds
+ * into the parent's slot: the parent then changes a child entry into a
+ * binding, two words, so it is rebuilt.  Folding needs no node of its own,
+ * so a chain of one-child nodes above a lone binding vanishes for free.
  * ---------------------------------------------------------------- */
 
 typedef struct {
     const ctx_var_t *key;
     uint32_t hash;
     ctx__hgarbage_t *g;
+    retired_t retired;
+    hentry_t gone;      /* the removed binding ... */
+    bool gone_owned;    /* ... when its references are ours to drop */
+    bool lone_borrowed; /* a folded binding's references stay with a shared
+                           node: whoever stores it takes its own */
+    ctx__hnode_t *boundary; /* for the garbage, once nothing can fail */
 } without_t;
 
-/* n without entry idx (and without `bit` in its bitmap), in place when
- * owned.  *out is NULL when nothing is left.  An owned node gives up its
- * reference to a removed binding through the garbage record; a removed
- * child reference is the caller's business. */
-static ctx__hres_t drop_entry(ctx__hnode_t *n, bool owned, uint32_t idx,
-                              uint32_t bit, ctx__hnode_t **out)
+#define EMPTY ((hentry_t){NULL, NULL})
+
+/* n without entry idx (and without `bit` in its bitmap), in *out. */
+static ctx__hres_t drop_entry(ctx__hnode_t *n, bool owned, unsigned shift,
+                              uint32_t idx, uint32_t bit, without_t *w,
+                              hentry_t *out)
 {
-    if (n->count == 1) {
+    uint32_t left = n->count - 1;
+    if (left == 0 || (shift > 0 && left == 1 && n->e[1 - idx].key != NULL)) {
+        /* Empty, or a lone binding for the parent to fold. */
+        *out = left == 0 ? EMPTY : n->e[1 - idx];
+        w->lone_borrowed = !owned;
         if (owned)
-            ctx__free(n);
-        *out = NULL;
+            retire(&w->retired, n);
         return CTX__H_FOUND;
     }
-    if (owned) {
-        memmove(&n->e[idx], &n->e[idx + 1],
-                (n->count - idx - 1) * sizeof(hentry_t));
-        n->count--;
-        n->bitmap &= ~bit;
-        *out = n;
+    if (owned && idx == left) {
+        /* The last entry: one word hides it. */
+        if (n->collision) {
+            CTX__PUBLISH(n->count, left);
+        } else {
+            CTX__PUBLISH(n->bitmap, n->bitmap & ~bit);
+            n->count = left;
+        }
+        *out = (hentry_t){NULL, n};
         return CTX__H_FOUND;
     }
-    ctx__hnode_t *c = node_alloc(n->collision, n->count - 1);
+    ctx__hnode_t *c = node_build(n, NONE, idx, !owned);
     if (c == NULL)
         return CTX__H_ERROR;
-    c->bitmap = n->bitmap & ~bit;
-    c->count = n->count - 1;
-    memcpy(c->e, n->e, idx * sizeof(hentry_t));
-    memcpy(&c->e[idx], &n->e[idx + 1], (c->count - idx) * sizeof(hentry_t));
-    for (uint32_t i = 0; i < c->count; i++)
-        entry_retain(&c->e[i]);
-    *out = c;
+    c->bitmap &= ~bit;
+    if (owned)
+        retire(&w->retired, n);
+    *out = (hentry_t){NULL, c};
     return CTX__H_FOUND;
 }
 
-static ctx__hres_t drop_binding(ctx__hnode_t *n, bool owned, uint32_t idx,
-                                uint32_t bit, without_t *w, ctx__hnode_t **out)
+static ctx__hres_t drop_binding(ctx__hnode_t *n, bool owned, unsigned shift,
+                                uint32_t idx, uint32_t bit, without_t *w,
+                                hentry_t *out)
 {
-    hentry_t gone = n->e[idx];
-    ctx__hres_t r = drop_entry(n, owned, idx, bit, out);
-    if (r == CTX__H_FOUND && owned) {
-        w->g->key = gone.key;
-        w->g->value = gone.value;
-        w->g->drop_key = true;
-    }
-    return r;
+    w->gone = n->e[idx];
+    w->gone_owned = owned;
+    return drop_entry(n, owned, shift, idx, bit, w, out);
 }
 
 static ctx__hres_t without(ctx__hnode_t *n, bool owned, unsigned shift,
-                           without_t *w, ctx__hnode_t **out);
+                           without_t *w, hentry_t *out);
 
 /* Slot idx of n holds a child that lost the key and became nc. */
 static ctx__hres_t without_child(ctx__hnode_t *n, bool owned, unsigned shift,
                                  uint32_t idx, uint32_t bit, without_t *w,
-                                 ctx__hnode_t **out)
+                                 hentry_t *out)
 {
-    ctx__hnode_t *child = n->e[idx].value, *nc;
+    ctx__hnode_t *child = n->e[idx].value;
     bool child_owned = owned && node_owned(child);
+    hentry_t nc;
     ctx__hres_t r = without(child, child_owned, shift + BITS, w, &nc);
     if (r != CTX__H_FOUND)
         return r;
-    /* nc (if any) is ours alone: the child changed in place, or a copy.
-     * Only a shared n can fail here, and below a shared n every node on
-     * the path is a fresh copy, so releasing nc undoes everything. */
-    if (nc == NULL) {
-        r = drop_entry(n, owned, idx, bit, out);
-        if (r != CTX__H_FOUND)
-            return r;
+    if (nc.key == NULL && nc.value == child) {
+        *out = (hentry_t){NULL, n}; /* changed in place below */
+        return CTX__H_FOUND;
+    }
+    if (nc.key == NULL && nc.value == NULL) {
+        r = drop_entry(n, owned, shift, idx, bit, w, out);
+    } else if (nc.key != NULL && shift > 0 && n->count == 1) {
+        /* n would hold just the lone binding: pass it up. */
+        if (owned)
+            retire(&w->retired, n);
+        *out = nc;
     } else {
-        /* Canonical form: a lone binding moves up into our slot. */
-        hentry_t with = single_binding(nc) ? nc->e[0] : (hentry_t){NULL, nc};
-        *out = replace_entry(n, owned, idx, with);
-        if (*out == NULL) {
-            discard_copy(w->g, nc);
+        /* nc is ours alone (changed child or fresh copy) or a binding:
+         * below a shared n every node on the path is a fresh copy, so
+         * discarding nc undoes everything. */
+        ctx__hnode_t *m = replace_entry(n, owned, idx, nc, &w->retired);
+        if (m == NULL) {
+            if (nc.key == NULL)
+                discard_copy(w->g, nc.value);
             return CTX__H_ERROR;
         }
-        if (with.key != NULL)
-            ctx__free(nc); /* its binding's references moved up */
+        if (nc.key != NULL && w->lone_borrowed)
+            entry_retain(&nc);
+        *out = (hentry_t){NULL, m};
     }
-    if (owned && !child_owned)
-        w->g->root = child; /* the boundary: drop n's old reference */
-    return CTX__H_FOUND;
+    if (r == CTX__H_FOUND && owned && !child_owned)
+        w->boundary = child; /* drop n's old reference, unless a failure
+                                higher up keeps n */
+    return r;
 }
 
 static ctx__hres_t without(ctx__hnode_t *n, bool owned, unsigned shift,
-                           without_t *w, ctx__hnode_t **out)
+                           without_t *w, hentry_t *out)
 {
     if (n->collision) {
         for (uint32_t i = 0; i < n->count; i++)
             if (n->e[i].key == w->key)
-                return drop_binding(n, owned, i, 0, w, out);
+                return drop_binding(n, owned, shift, i, 0, w, out);
         return CTX__H_NOT_FOUND;
     }
     uint32_t bit = slot_bit(w->hash, shift);
@@ -611,22 +713,38 @@ static ctx__hres_t without(ctx__hnode_t *n, bool owned, unsigned shift,
         return without_child(n, owned, shift, idx, bit, w, out);
     if (e->key != w->key)
         return CTX__H_NOT_FOUND;
-    return drop_binding(n, owned, idx, bit, w, out);
+    return drop_binding(n, owned, shift, idx, bit, w, out);
 }
 
 ctx__hres_t ctx__hamt_without(ctx__hnode_t **root, const ctx_var_t *key,
                               ctx__hgarbage_t *garbage)
 {
-    ctx__hnode_t *old = *root, *r;
+    ctx__hnode_t *old = *root;
     if (old == NULL)
         return CTX__H_NOT_FOUND;
-    without_t w = {key, key->hash, garbage};
+    without_t w;
+    w.key = key;
+    w.hash = key->hash;
+    w.g = garbage;
+    w.retired.k = 0;
+    w.gone_owned = false;
+    w.lone_borrowed = false;
+    w.boundary = NULL;
     bool owned = node_owned(old);
+    hentry_t r;
     ctx__hres_t res = without(old, owned, 0, &w, &r);
     if (res != CTX__H_FOUND)
-        return res;
-    if (!owned)
-        garbage->root = old;
-    *root = r;
+        return res; /* nothing was published: the retired nodes live on */
+    CTX__ASSERT(r.key == NULL); /* the root never folds */
+    if (r.value != old)
+        CTX__PUBLISH(*root, (ctx__hnode_t *)r.value);
+    CTX__ASSERT(owned || w.boundary == NULL);
+    garbage->root = owned ? w.boundary : old;
+    retired_free(&w.retired);
+    if (w.gone_owned) {
+        garbage->key = w.gone.key;
+        garbage->value = w.gone.value;
+        garbage->drop_key = true;
+    }
     return CTX__H_FOUND;
 }

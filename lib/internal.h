@@ -54,6 +54,27 @@
 #define CTX__TLS_IE __attribute__((tls_model("initial-exec")))
 
 /* ------------------------------------------------------------------
+ * Publishing what a signal handler may read.
+ *
+ * ctx_var_get() may run in a signal handler that interrupted the library
+ * on the same thread (see "Signal safety" in hamt.c and the get path in
+ * var.c).  Such a reader sees memory exactly as the interrupted code left
+ * it between two of its instructions, so every change it can see (in a
+ * trie node, a get cache slot, the thread's version) is one aligned store
+ * of one word, made after everything that word makes reachable is
+ * complete.  The handler runs on the writing thread itself, so ordering
+ * the compiler is enough (atomic_signal_fence emits no instruction); the
+ * stores and loads are relaxed atomics so that neither side may split,
+ * merge or repeat them.
+ * ---------------------------------------------------------------- */
+#define CTX__PUBLISH(lvalue, v)                                              \
+    do {                                                                     \
+        atomic_signal_fence(memory_order_release);                           \
+        __atomic_store_n(&(lvalue), (v), __ATOMIC_RELAXED);                  \
+    } while (0)
+#define CTX__PEEK(lvalue) __atomic_load_n(&(lvalue), __ATOMIC_RELAXED)
+
+/* ------------------------------------------------------------------
  * Debug checks: compiled only with --enable-debug (CTX_DEBUG).
  * ---------------------------------------------------------------- */
 #ifdef CTX_DEBUG
@@ -334,8 +355,18 @@ CTX__HIDDEN int ctx__adopt_base(ctx_context_t *ctx);
 CTX__HIDDEN int ctx__run(ctx_context_t *ctx, void *(*fn)(void *), void *arg,
                          void **result);
 
-/* Forgets the thread's cached lookups (bumps its version). */
-static inline void ctx__ts_changed(void) { ctx__ts.ver++; }
+/* Forgets the thread's cached lookups (bumps its version).  Called after
+ * the change it announces: a signal handler that runs in between may cache
+ * the new state under the old version, which this bump then retires. */
+static inline void ctx__ts_bump(ctx__tstate_t *ts)
+{
+    /* A plain increment: handlers only read ver, and on x86-64 this is one
+     * instruction where an atomic store would be three. */
+    atomic_signal_fence(memory_order_release);
+    ts->ver++;
+}
+
+static inline void ctx__ts_changed(void) { ctx__ts_bump(&ctx__ts); }
 
 /* The calling thread's state, read afresh.  A call into user code may
  * return on another thread (a fiber that migrated), but compilers keep the
@@ -368,15 +399,6 @@ static inline bool ctx__watching(void)
 
 /* Calls every watcher with ts->current; ts must be the calling thread's. */
 CTX__HIDDEN void ctx__watch_fire(ctx__tstate_t *ts);
-
-/* After a change of ts's current context: drops the get cache, and tells
- * the watchers when there are any. */
-static inline void ctx__switched(ctx__tstate_t *ts)
-{
-    ts->ver++;
-    if (ctx__watching())
-        ctx__watch_fire(ts);
-}
 
 /* ------------------------------------------------------------------
  * fiber.c

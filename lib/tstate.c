@@ -114,6 +114,9 @@ static void teardown(void *unused)
         ctx_context_t *c = ts->current;
         ts->current = c->prev;
         c->prev = NULL;
+        /* Before the leave, which may free c's values: a signal handler
+         * running in a destructor must not find them in the get cache. */
+        ctx__ts_changed();
         ctx__context_leave(c);
     }
     ctx_context_t *base = ts->base;

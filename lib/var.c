@@ -11,6 +11,25 @@
  * walks the trie, lock-free because only the owner writes its current
  * context.  This is CPython's per-variable cache turned per-thread, since
  * here many threads read one variable at once.
+ *
+ * Reads from signal handlers.  get must work in a handler that
+ * interrupted anything on the same thread, including another get.  The
+ * trie takes care of itself (hamt.c, "Signal safety"); a cache slot is
+ * three words, so its protocol is:
+ *  - A hit checks the version, then the uid, then loads the value, in
+ *    that order for the compiler too.
+ *  - A fill writes uid 0 first, then value and version, then the uid: a
+ *    reader that interrupts it sees no uid at all or the whole entry.
+ *  - A fill never evicts a live entry (another variable's, at the current
+ *    version).  A hit that was interrupted after its checks and before
+ *    its load found a live entry; so no handler in between can change it.
+ *    The price: a variable whose slot a live entry holds goes the slow
+ *    way until the thread's next change (set, reset, enter, exit).
+ *  - A fill sets a per-thread "filling" flag, and a lookup that finds it
+ *    set (a handler that interrupted a fill) does not touch the cache, so
+ *    the interrupted fill is never mixed with another.
+ * None of this costs the hit path an instruction; the slow path pays two
+ * loads, a compare and two stores.
  */
 #include "config.h"
 
@@ -95,18 +114,29 @@ void ctx__var_set_hash(ctx_var_t *var, uint32_t hash)
  * Reading
  * ---------------------------------------------------------------- */
 
+/* Set while this thread fills a cache slot (see the top). */
+static _Thread_local bool filling CTX__TLS_IE;
+
 /* Kept out of line so the hit path needs no stack frame. */
 __attribute__((noinline)) static void *lookup_slow(const ctx_var_t *var)
 {
-    struct ctx__cache_slot *slot =
-        &ctx__ts.cache[var->uid & (CTX__CACHE_SLOTS - 1)];
+    uint64_t uid = var->uid;
+    struct ctx__cache_slot *slot = &ctx__ts.cache[uid & (CTX__CACHE_SLOTS - 1)];
     void *v = CTX_MISSING;
-    const ctx_context_t *cur = ctx__ts.current;
+    const ctx_context_t *cur = CTX__PEEK(ctx__ts.current);
     if (cur != NULL)
-        ctx__hamt_find(cur->root, var, &v);
-    slot->uid = var->uid;
-    slot->ver = ctx__ts.ver;
-    slot->value = v;
+        ctx__hamt_find(CTX__PEEK(cur->root), var, &v);
+    if (CTX__PEEK(filling))
+        return v;
+    uint64_t ver = CTX__PEEK(ctx__ts.ver), held = CTX__PEEK(slot->uid);
+    if (held != 0 && held != uid && CTX__PEEK(slot->ver) == ver)
+        return v; /* a live entry: keep it */
+    CTX__PUBLISH(filling, true);
+    CTX__PUBLISH(slot->uid, 0);
+    CTX__PUBLISH(slot->value, v);
+    CTX__PUBLISH(slot->ver, ver);
+    CTX__PUBLISH(slot->uid, uid);
+    CTX__PUBLISH(filling, false);
     return v;
 }
 
@@ -114,10 +144,18 @@ __attribute__((noinline)) static void *lookup_slow(const ctx_var_t *var)
 static inline void *lookup(const ctx_var_t *var)
 {
     CTX__CHECK_MAGIC(var, CTX__MAGIC_VAR, "variable");
-    struct ctx__cache_slot *slot =
-        &ctx__ts.cache[var->uid & (CTX__CACHE_SLOTS - 1)];
-    if (CTX__LIKELY(slot->uid == var->uid && slot->ver == ctx__ts.ver))
-        return slot->value;
+    uint64_t uid = var->uid;
+    struct ctx__cache_slot *slot = &ctx__ts.cache[uid & (CTX__CACHE_SLOTS - 1)];
+    /* Plain loads, ordered by the fences: relaxed atomic loads would be
+     * the same instructions, but the compilers then no longer fold a load
+     * into its compare. */
+    if (CTX__LIKELY(slot->ver == ctx__ts.ver)) {
+        atomic_signal_fence(memory_order_acquire);
+        if (CTX__LIKELY(slot->uid == uid)) {
+            atomic_signal_fence(memory_order_acquire);
+            return slot->value;
+        }
+    }
     return lookup_slow(var);
 }
 
