@@ -3,7 +3,7 @@
  * performance goals against a baseline measured in the same run, and how
  * get, set and copy scale from 1 to 1,000,000 bindings.
  *
- * Usage: ctxbench [--quick] [--check] [--only small,pools,scaling,...]
+ * Usage: ctxbench [--quick] [--check] [--only small,pools,peers,...]
  *        ctxbench --callgrind OP [N]    (see bench/callgrind.sh)
  *        ctxbench --list-ops | --callgrind-mode
  *
@@ -13,6 +13,7 @@
  * that never enters a context works in.
  */
 #include "bench.h"
+#include "peers.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -330,7 +331,7 @@ static void print_goals(void)
 static void usage(FILE *to)
 {
     fprintf(to, "usage: ctxbench [--quick] [--check] [--only SECTIONS]\n"
-                "       (SECTIONS: any of small,pools,scaling,copy,memory)\n"
+                "       (SECTIONS: any of small,pools,peers,scaling,copy,memory)\n"
                 "       ctxbench --callgrind OP [N]\n"
                 "       ctxbench --list-ops | --callgrind-mode\n");
 }
@@ -343,8 +344,10 @@ static void print_header(size_t max)
            CTXVARS_VERSION_MAJOR, CTXVARS_VERSION_MINOR,
            CTXVARS_VERSION_PATCH, sysconf(_SC_NPROCESSORS_ONLN),
            bench_opts.quick ? "quick (smoke test only)" : "full", max);
-    printf("compiler: %s; GLib: %s\n", __VERSION__,
-           gv != NULL ? gv : "not found, skipped");
+    const char *tv = tbb_version_string();
+    printf("compiler: %s; GLib: %s; oneTBB: %s\n", __VERSION__,
+           gv != NULL ? gv : "not found, skipped",
+           tv != NULL ? tv : "not found, peers skipped");
     fflush(stdout);
 }
 
@@ -354,16 +357,17 @@ enum {
     SEC_SCALING = 4,
     SEC_COPY = 8,
     SEC_MEMORY = 16,
-    SEC_ALL = 31
+    SEC_PEERS = 32,
+    SEC_ALL = 63
 };
 
 static const char *const section_names[] = {"small", "pools", "scaling",
-                                            "copy", "memory"};
+                                            "copy", "memory", "peers"};
 
 static unsigned parse_sections(const char *list)
 {
     unsigned m = 0;
-    for (size_t i = 0; i < 5; i++)
+    for (size_t i = 0; i < 6; i++)
         if (strstr(list, section_names[i]) != NULL)
             m |= 1u << i;
     return m;
@@ -382,6 +386,8 @@ static int run_all(bool check, unsigned sections)
         measure_small(&s);
     if (sections & SEC_POOLS)
         measure_pools(&s);
+    if (sections & SEC_PEERS)
+        peers_run(&s, &n_goals, &n_met);
     if (sections & SEC_SCALING)
         measure_scaling(&s, max);
     if (sections & SEC_COPY)
