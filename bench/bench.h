@@ -147,6 +147,8 @@ bench_fn_t op_pool;       /* n ctx_pool_submit, wait for all */
 void peers_run(ctx_state_t *s, unsigned *n_goals, unsigned *n_met);
 /* Sub-job work in xorshift rounds (callgrind sets 0: overhead only). */
 void peers_set_work(uint64_t iters);
+/* ctxbench --profile WHAT [ROUNDS]: our side of one workload alone. */
+int peers_profile(const char *what, const char *rounds);
 
 typedef struct {
     ctx_context_t *ctx; /* run inside it */

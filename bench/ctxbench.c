@@ -5,6 +5,7 @@
  *
  * Usage: ctxbench [--quick] [--check] [--only small,pools,peers,...]
  *        ctxbench --callgrind OP [N]    (see bench/callgrind.sh)
+ *        ctxbench --profile flat|forkjoin|fanout [ROUNDS]  (for perf)
  *        ctxbench --list-ops | --callgrind-mode
  *
  * It is a measurement, not a test: it exits 0 whatever the figures are,
@@ -333,6 +334,7 @@ static void usage(FILE *to)
     fprintf(to, "usage: ctxbench [--quick] [--check] [--only SECTIONS]\n"
                 "       (SECTIONS: any of small,pools,peers,scaling,copy,memory)\n"
                 "       ctxbench --callgrind OP [N]\n"
+                "       ctxbench --profile flat|forkjoin|fanout [ROUNDS]\n"
                 "       ctxbench --list-ops | --callgrind-mode\n");
 }
 
@@ -414,6 +416,9 @@ int main(int argc, char **argv)
             sections = parse_sections(argv[++i]);
         } else if (strcmp(argv[i], "--callgrind") == 0 && i + 1 < argc) {
             return cg_run(argv[i + 1], i + 2 < argc ? argv[i + 2] : NULL);
+        } else if (strcmp(argv[i], "--profile") == 0 && i + 1 < argc) {
+            return peers_profile(argv[i + 1], i + 2 < argc ? argv[i + 2]
+                                                           : NULL);
         } else if (strcmp(argv[i], "--list-ops") == 0) {
             cg_list();
             return 0;

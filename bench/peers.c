@@ -27,6 +27,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #ifdef HAVE_GLIB
@@ -87,11 +88,21 @@ void peers_check_fanout(const uint64_t *sums, int n)
             bench_die("fan-out (wrong result)", EPROTO);
 }
 
-static double thread_ns(void)
+static double clock_of(clockid_t id)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    clock_gettime(id, &ts);
     return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+static double thread_ns(void)
+{
+    return clock_of(CLOCK_THREAD_CPUTIME_ID);
+}
+
+static double wall_ns(void)
+{
+    return clock_of(CLOCK_MONOTONIC);
 }
 
 /* ~2 us per peers_work() on this machine, measured on this thread. */
@@ -520,6 +531,17 @@ static void peer_row(const char *figure, contender_t *c, size_t k,
     peer_cell(&c[0], &c[1], tbb_goal, scale);
     peer_cell(&c[0], has_glib ? &c[2] : NULL, glib_goal, scale);
     printf("\n");
+    /* CPU time of all threads, spinning included: on a machine whose
+     * cores are busy with others, elapsed time measures the share the
+     * scheduler gave, and this what each pool needs. */
+    char cpu[3][24];
+    for (size_t i = 0; i < 3; i++)
+        if (i < k)
+            fmt(cpu[i], sizeof cpu[i], c[i].cpu_ns * scale);
+        else
+            snprintf(cpu[i], sizeof cpu[i], "-");
+    printf("%-30s %9s%-4s %11s %24s\n", "  (process CPU time)", cpu[0], "",
+           cpu[1], cpu[2]);
     fflush(stdout);
 }
 
@@ -602,6 +624,36 @@ static void measure_copy_set(ctx_state_t *s)
         fflush(stdout);
         ctx_context_release(a.ctx);
     }
+}
+
+/* `ctxbench --profile WHAT [ROUNDS]`: only our side of one workload, for
+ * perf record / perf stat to look at. */
+int peers_profile(const char *what, const char *rounds)
+{
+    static const struct {
+        const char *name;
+        bench_fn_t *fn;
+    } w[] = {{"flat", ctx_flat}, {"forkjoin", ctx_forkjoin},
+             {"fanout", ctx_fanout}};
+    uint64_t n = rounds != NULL ? strtoull(rounds, NULL, 10) : 100;
+    for (size_t i = 0; i < sizeof w / sizeof w[0]; i++) {
+        if (strcmp(what, w[i].name) != 0)
+            continue;
+        countdown_t cd;
+        countdown_init(&cd);
+        bench_check(ctx_pool_create(&our_pool, 2), "ctx_pool_create");
+        double work = peers_calibrate();
+        double t0 = wall_ns();
+        w[i].fn(&cd, n);
+        double t = wall_ns() - t0;
+        bench_check(ctx_pool_destroy(our_pool), "ctx_pool_destroy");
+        countdown_destroy(&cd);
+        printf("%s: %llu rounds, %.3f ms per round (sub-job work %.2f us)\n",
+               what, (unsigned long long)n, t / (double)n / 1e6, work / 1e3);
+        return 0;
+    }
+    fprintf(stderr, "ctxbench: --profile flat|forkjoin|fanout [ROUNDS]\n");
+    return 2;
 }
 
 void peers_run(ctx_state_t *s, unsigned *n_goals, unsigned *n_met)
