@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #ifdef HAVE_GLIB
@@ -626,33 +627,50 @@ static void measure_copy_set(ctx_state_t *s)
     }
 }
 
-/* `ctxbench --profile WHAT [ROUNDS]`: only our side of one workload, for
- * perf record / perf stat to look at. */
+/* `ctxbench --profile WHAT [ROUNDS]`: one side of one workload alone, for
+ * perf record / perf stat to look at; tbb-WHAT runs oneTBB's.  Prints the
+ * elapsed and CPU time per round and the context switches, voluntary (a
+ * thread slept) and not (it was preempted). */
 int peers_profile(const char *what, const char *rounds)
 {
     static const struct {
         const char *name;
         bench_fn_t *fn;
-    } w[] = {{"flat", ctx_flat}, {"forkjoin", ctx_forkjoin},
-             {"fanout", ctx_fanout}};
+        bool tbb;
+    } w[] = {{"flat", ctx_flat, false},         {"forkjoin", ctx_forkjoin, false},
+             {"fanout", ctx_fanout, false},     {"tbb-flat", tbb_flat, true},
+             {"tbb-forkjoin", tbb_forkjoin, true}, {"tbb-fanout", tbb_fanout, true}};
     uint64_t n = rounds != NULL ? strtoull(rounds, NULL, 10) : 100;
     for (size_t i = 0; i < sizeof w / sizeof w[0]; i++) {
         if (strcmp(what, w[i].name) != 0)
             continue;
         countdown_t cd;
         countdown_init(&cd);
+        tbb_peer_t *tbb = NULL;
+        if (w[i].tbb && (tbb = tbb_peer_create(2)) == NULL)
+            bench_die("--profile (built without oneTBB)", ENOSYS);
         bench_check(ctx_pool_create(&our_pool, 2), "ctx_pool_create");
         double work = peers_calibrate();
-        double t0 = wall_ns();
-        w[i].fn(&cd, n);
+        struct rusage r0, r1;
+        getrusage(RUSAGE_SELF, &r0);
+        double t0 = wall_ns(), c0 = clock_of(CLOCK_PROCESS_CPUTIME_ID);
+        w[i].fn(w[i].tbb ? (void *)tbb : (void *)&cd, n);
         double t = wall_ns() - t0;
+        double c = clock_of(CLOCK_PROCESS_CPUTIME_ID) - c0;
+        getrusage(RUSAGE_SELF, &r1);
         bench_check(ctx_pool_destroy(our_pool), "ctx_pool_destroy");
+        tbb_peer_destroy(tbb);
         countdown_destroy(&cd);
-        printf("%s: %llu rounds, %.3f ms per round (sub-job work %.2f us)\n",
-               what, (unsigned long long)n, t / (double)n / 1e6, work / 1e3);
+        printf("%s: %llu rounds, %.3f ms elapsed and %.3f ms CPU per round; "
+               "context switches %ld voluntary, %ld preempted (sub-job work "
+               "%.2f us)\n",
+               what, (unsigned long long)n, t / (double)n / 1e6,
+               c / (double)n / 1e6, r1.ru_nvcsw - r0.ru_nvcsw,
+               r1.ru_nivcsw - r0.ru_nivcsw, work / 1e3);
         return 0;
     }
-    fprintf(stderr, "ctxbench: --profile flat|forkjoin|fanout [ROUNDS]\n");
+    fprintf(stderr, "ctxbench: --profile [tbb-]flat|forkjoin|fanout "
+                    "[ROUNDS]\n");
     return 2;
 }
 

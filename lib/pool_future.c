@@ -51,9 +51,12 @@ static int help_until_done(struct worker *w, ctx_future_t *f,
 {
     int err = 0;
     unsigned idle = 0;
-    bool lifo = ctx__pool_ring_holds(w, f, LIFO_DEPTH);
+    /* Fork-join's child is the newest: take it without a scan. */
+    ctx_future_t *rec = ctx__pool_ring_pop_newest(w, f);
+    if (rec != NULL)
+        ctx__pool_run_queued(w, rec); /* a tombstone if another ran it */
+    bool lifo = rec == NULL && ctx__pool_ring_holds(w, f, LIFO_DEPTH);
     while (!is_done(f) && err == 0) {
-        ctx_future_t *rec;
         if (lifo && (rec = ctx__pool_ring_pop_newest(w, NULL)) != NULL) {
             lifo = rec != f;
             ctx__pool_run_queued(w, rec); /* a tombstone if another ran it */
