@@ -150,6 +150,13 @@ void peers_set_work(uint64_t iters);
 /* ctxbench --profile WHAT [ROUNDS]: our side of one workload alone. */
 int peers_profile(const char *what, const char *rounds);
 
+/* peers_glib.c: NULL from create when built without GLib. */
+typedef struct glib_peer glib_peer_t;
+glib_peer_t *glib_peer_create(unsigned nthreads);
+void glib_peer_destroy(glib_peer_t *p);
+bench_fn_t glib_peer_flat;   /* n rounds of peers_flat_jobs() empty jobs */
+bench_fn_t glib_peer_fanout; /* n rounds of 300 requests, continuations */
+
 typedef struct {
     ctx_context_t *ctx; /* run inside it */
     ctx_var_t *var;     /* the variable set */

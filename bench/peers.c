@@ -31,10 +31,6 @@
 #include <sys/resource.h>
 #include <time.h>
 
-#ifdef HAVE_GLIB
-#include <glib.h>
-#endif
-
 #define VAL(i) ((void *)(uintptr_t)((i) + 1))
 
 /* ------------------------------------------------------------------
@@ -337,133 +333,6 @@ void op_copy_enter_set_in(void *arg, uint64_t n)
                 "ctx_context_run");
 }
 
-/* ------------------------------------------------------------------
- * GLib's side: one GThreadPool whose items say what they are
- * ---------------------------------------------------------------- */
-#ifdef HAVE_GLIB
-
-typedef enum { G_FLAT, G_REQUEST, G_SUB } gkind_t;
-
-typedef struct greq greq_t;
-typedef struct {
-    gkind_t kind;
-    greq_t *rq; /* G_SUB */
-    int i;
-} gitem_t;
-
-struct greq {
-    gitem_t self;
-    gitem_t sub[PEERS_FANOUT];
-    uint64_t part[PEERS_FANOUT];
-    atomic_int left;
-    uint64_t *sum;
-};
-
-typedef struct {
-    GThreadPool *pool;
-    countdown_t cd;
-    greq_t rq[PEERS_REQUESTS];
-    uint64_t sums[PEERS_REQUESTS];
-} gpeer_t;
-
-static gpeer_t *gpeer;
-static gitem_t gflat = {G_FLAT, NULL, 0};
-
-static void glib_item(gpointer data, gpointer user)
-{
-    gitem_t *it = data;
-    gpeer_t *p = user;
-    switch (it->kind) {
-    case G_FLAT:
-        countdown_job(&p->cd);
-        break;
-    case G_REQUEST: {
-        greq_t *rq = (greq_t *)it;
-        atomic_store_explicit(&rq->left, PEERS_FANOUT, memory_order_relaxed);
-        for (int i = 0; i < PEERS_FANOUT; i++) {
-            rq->sub[i] = (gitem_t){G_SUB, rq, i};
-            g_thread_pool_push(p->pool, &rq->sub[i], NULL);
-        }
-        break;
-    }
-    case G_SUB: {
-        greq_t *rq = it->rq;
-        rq->part[it->i] = peers_work((uint64_t)it->i);
-        if (atomic_fetch_sub_explicit(&rq->left, 1, memory_order_acq_rel) ==
-            1) { /* the last: the request's continuation */
-            uint64_t sum = 0;
-            for (int i = 0; i < PEERS_FANOUT; i++)
-                sum += rq->part[i];
-            *rq->sum = sum;
-            countdown_job(&p->cd);
-        }
-        break;
-    }
-    }
-}
-
-static bool glib_create(unsigned n)
-{
-    gpeer = calloc(1, sizeof *gpeer);
-    if (gpeer == NULL)
-        bench_die("calloc", ENOMEM);
-    countdown_init(&gpeer->cd);
-    gpeer->pool =
-        g_thread_pool_new(glib_item, gpeer, (gint)n, TRUE, NULL);
-    if (gpeer->pool == NULL)
-        bench_die("g_thread_pool_new", EAGAIN);
-    return true;
-}
-
-static void glib_destroy(void)
-{
-    if (gpeer == NULL)
-        return;
-    g_thread_pool_free(gpeer->pool, FALSE, TRUE);
-    countdown_destroy(&gpeer->cd);
-    free(gpeer);
-    gpeer = NULL;
-}
-
-static void glib_flat(void *arg, uint64_t n)
-{
-    gpeer_t *p = arg;
-    for (uint64_t b = 0; b < n; b++) {
-        uint64_t jobs = peers_flat_jobs();
-        countdown_arm(&p->cd, jobs);
-        for (uint64_t i = 0; i < jobs; i++)
-            g_thread_pool_push(p->pool, &gflat, NULL);
-        countdown_wait(&p->cd);
-    }
-}
-
-static void glib_fanout(void *arg, uint64_t n)
-{
-    gpeer_t *p = arg;
-    for (uint64_t b = 0; b < n; b++) {
-        countdown_arm(&p->cd, PEERS_REQUESTS);
-        for (int i = 0; i < PEERS_REQUESTS; i++) {
-            p->rq[i].self.kind = G_REQUEST;
-            p->rq[i].sum = &p->sums[i];
-            g_thread_pool_push(p->pool, &p->rq[i].self, NULL);
-        }
-        countdown_wait(&p->cd);
-        peers_check_fanout(p->sums, PEERS_REQUESTS);
-    }
-}
-
-#else
-static bool glib_create(unsigned n)
-{
-    (void)n;
-    return false;
-}
-static void glib_destroy(void) {}
-static void *gpeer;
-static void glib_flat(void *arg, uint64_t n) { (void)arg, (void)n; }
-static void glib_fanout(void *arg, uint64_t n) { (void)arg, (void)n; }
-#endif
-
 #ifndef HAVE_TBB
 tbb_peer_t *tbb_peer_create(unsigned nthreads)
 {
@@ -551,7 +420,8 @@ static void measure_pool_peers(tbb_peer_t *tbb)
     ctx_pool_t *pool;
     bench_check(ctx_pool_create(&pool, 2), "ctx_pool_create");
     our_pool = pool;
-    bool has_glib = glib_create(2);
+    glib_peer_t *gpeer = glib_peer_create(2);
+    bool has_glib = gpeer != NULL;
     countdown_t cd;
     countdown_init(&cd);
     double work = peers_calibrate();
@@ -569,7 +439,7 @@ static void measure_pool_peers(tbb_peer_t *tbb)
     contender_t flat[3] = {
         {.name = "ctxvars", .fn = ctx_flat, .arg = &cd, .clock = CLK_WALL},
         {.name = "oneTBB", .fn = tbb_flat, .arg = tbb, .clock = CLK_WALL},
-        {.name = "GLib", .fn = glib_flat, .arg = gpeer, .clock = CLK_WALL},
+        {.name = "GLib", .fn = glib_peer_flat, .arg = gpeer, .clock = CLK_WALL},
     };
     peer_row("flat, empty jobs, per job", flat, has_glib ? 3 : 2, has_glib,
              1.3, 2.0, per_job, "");
@@ -583,7 +453,7 @@ static void measure_pool_peers(tbb_peer_t *tbb)
     contender_t fo[3] = {
         {.name = "ctxvars", .fn = ctx_fanout, .arg = &cd, .clock = CLK_WALL},
         {.name = "oneTBB", .fn = tbb_fanout, .arg = tbb, .clock = CLK_WALL},
-        {.name = "GLib", .fn = glib_fanout, .arg = gpeer, .clock = CLK_WALL},
+        {.name = "GLib", .fn = glib_peer_fanout, .arg = gpeer, .clock = CLK_WALL},
     };
     peer_row("fan-out 300 x 32, per request", fo, has_glib ? 3 : 2, has_glib,
              1.0, 0, 1.0 / PEERS_REQUESTS, "");
@@ -591,7 +461,7 @@ static void measure_pool_peers(tbb_peer_t *tbb)
            "without risking deadlock);\n  its fan-out is a continuation (the "
            "last sub-job finishes the request), no waiting.\n");
     countdown_destroy(&cd);
-    glib_destroy();
+    glib_peer_destroy(gpeer);
     bench_check(ctx_pool_destroy(pool), "ctx_pool_destroy");
     our_pool = NULL;
 }
