@@ -19,7 +19,9 @@
  * cheaper than waiting, so the comparison favours GLib.
  *
  * Timings are elapsed time (throughput), sampled in alternation as every
- * comparison of the benchmark is (bench/harness.c).
+ * comparison of the benchmark is (bench/harness.c), with each pool's
+ * process CPU time beneath.  GLib's side is in peers_glib.c, oneTBB's in
+ * peers_tbb.cc; this file has the workloads, our side and the table.
  */
 #include "bench.h"
 #include "peers.h"
