@@ -141,6 +141,35 @@ bench_fn_t op_thread;     /* ctx_thread_create + pthread_join */
 bench_fn_t op_pool;       /* n ctx_pool_submit, wait for all */
 
 /* ------------------------------------------------------------------
+ * peers.c: the peers table (oneTBB, GLib) and the copy-then-set path
+ * ---------------------------------------------------------------- */
+/* Measures and prints the table; adds its goals to *n_goals, *n_met. */
+void peers_run(ctx_state_t *s, unsigned *n_goals, unsigned *n_met);
+/* Sub-job work in xorshift rounds (callgrind sets 0: overhead only). */
+void peers_set_work(uint64_t iters);
+/* ctxbench --profile WHAT [ROUNDS]: our side of one workload alone. */
+int peers_profile(const char *what, const char *rounds);
+
+/* peers_glib.c: NULL from create when built without GLib. */
+typedef struct glib_peer glib_peer_t;
+glib_peer_t *glib_peer_create(unsigned nthreads);
+void glib_peer_destroy(glib_peer_t *p);
+bench_fn_t glib_peer_flat;   /* n rounds of peers_flat_jobs() empty jobs */
+bench_fn_t glib_peer_fanout; /* n rounds of 300 requests, continuations */
+
+typedef struct {
+    ctx_context_t *ctx; /* run inside it */
+    ctx_var_t *var;     /* the variable set */
+} cset_arg_t;
+
+bench_fn_t op_copy_enter_set_in; /* arg: cset_arg_t *; copy, enter, set,
+                                    exit, release */
+bench_fn_t op_pool_nested;       /* arg: ctx_state_t * with a pool: inside
+                                    one job, submit + wait an empty child */
+bench_fn_t op_pool_fanout;       /* arg: as above; a request of 32 sub-jobs
+                                    submitted and waited for by a job */
+
+/* ------------------------------------------------------------------
  * memory.c
  * ---------------------------------------------------------------- */
 /* Heap bytes per binding of a fresh context binding vars[0..n); -1 when

@@ -32,6 +32,8 @@ typedef enum {
     ARG_POOL,    /* ctx_state_t with a 2-worker ctx_pool */
     ARG_PLAIN,   /* the plain pool */
     ARG_GLIB,    /* GLib's pool */
+    ARG_CSET,    /* cset_arg_t: a context of `bindings`, vars[0] */
+    ARG_NEST,    /* as ARG_POOL, sub-jobs doing no work */
 } cg_arg_t;
 
 typedef struct {
@@ -75,6 +77,11 @@ static const cg_op_t ops[] = {
      "copy_context + release, 100,000 bindings"},
     {"copy-set@1k", "malloc-free", ARG_STATE, 1000, op_copy_set, 200000,
      "copy + set + release, 1,000 bindings"},
+    {"copy-enter-set@10", "malloc-free", ARG_CSET, 10, op_copy_enter_set_in,
+     200000, "copy, enter, set, exit, release; 10 bindings"},
+    {"copy-enter-set@1k", "malloc-free", ARG_CSET, 1000,
+     op_copy_enter_set_in, 100000,
+     "copy, enter, set, exit, release; 1,000 bindings"},
     {"run", "malloc-free", ARG_STATE, 1, op_run, 1000000,
      "context_run of a trivial function"},
     {"fiber@1", "malloc-free", ARG_NONE, 0, op_fiber_switch1, 1000000,
@@ -91,6 +98,10 @@ static const cg_op_t ops[] = {
      "GThreadPool, per job (baseline)"},
     {"pool", "plain-pool", ARG_POOL, 1, op_pool, 20000,
      "ctx_pool_submit with snapshot, per job"},
+    {"pool-nested", "pool", ARG_NEST, 1, op_pool_nested, 20000,
+     "in a job: submit an empty child + wait + release"},
+    {"pool-fanout", "pool", ARG_NEST, 1, op_pool_fanout, 1000,
+     "a job submits 32 empty sub-jobs, waits all; per request"},
 };
 
 #define N_OPS (sizeof ops / sizeof ops[0])
@@ -129,6 +140,7 @@ typedef struct {
     plain_pool_t *plain;
     glib_pool_t *glib;
     ctx_context_t *big;
+    cset_arg_t cset;
 } cg_env_t;
 
 static void *cg_setup(const cg_op_t *op, cg_env_t *e)
@@ -148,6 +160,13 @@ static void *cg_setup(const cg_op_t *op, cg_env_t *e)
     case ARG_BIG:
         e->big = ops_context_with(&e->s, op->bindings);
         return e->big;
+    case ARG_CSET:
+        e->big = ops_context_with(&e->s, op->bindings);
+        e->cset = (cset_arg_t){e->big, e->s.vars[0]};
+        return &e->cset;
+    case ARG_NEST:
+        peers_set_work(0);
+        /* fall through */
     case ARG_POOL:
         bench_check(ctx_pool_create(&e->s.pool, 2), "ctx_pool_create");
         return &e->s;

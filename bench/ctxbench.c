@@ -3,8 +3,9 @@
  * performance goals against a baseline measured in the same run, and how
  * get, set and copy scale from 1 to 1,000,000 bindings.
  *
- * Usage: ctxbench [--quick] [--check] [--only small,pools,scaling,...]
+ * Usage: ctxbench [--quick] [--check] [--only small,pools,peers,...]
  *        ctxbench --callgrind OP [N]    (see bench/callgrind.sh)
+ *        ctxbench --profile flat|forkjoin|fanout [ROUNDS]  (for perf)
  *        ctxbench --list-ops | --callgrind-mode
  *
  * It is a measurement, not a test: it exits 0 whatever the figures are,
@@ -13,6 +14,7 @@
  * that never enters a context works in.
  */
 #include "bench.h"
+#include "peers.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -338,8 +340,9 @@ static void print_goals(void)
 static void usage(FILE *to)
 {
     fprintf(to, "usage: ctxbench [--quick] [--check] [--only SECTIONS]\n"
-                "       (SECTIONS: any of small,pools,scaling,copy,memory)\n"
+                "       (SECTIONS: any of small,pools,peers,scaling,copy,memory)\n"
                 "       ctxbench --callgrind OP [N]\n"
+                "       ctxbench --profile flat|forkjoin|fanout [ROUNDS]\n"
                 "       ctxbench --list-ops | --callgrind-mode\n");
 }
 
@@ -351,8 +354,10 @@ static void print_header(size_t max)
            CTXVARS_VERSION_MAJOR, CTXVARS_VERSION_MINOR,
            CTXVARS_VERSION_PATCH, sysconf(_SC_NPROCESSORS_ONLN),
            bench_opts.quick ? "quick (smoke test only)" : "full", max);
-    printf("compiler: %s; GLib: %s\n", __VERSION__,
-           gv != NULL ? gv : "not found, skipped");
+    const char *tv = tbb_version_string();
+    printf("compiler: %s; GLib: %s; oneTBB: %s\n", __VERSION__,
+           gv != NULL ? gv : "not found, skipped",
+           tv != NULL ? tv : "not found, peers skipped");
     fflush(stdout);
 }
 
@@ -362,16 +367,17 @@ enum {
     SEC_SCALING = 4,
     SEC_COPY = 8,
     SEC_MEMORY = 16,
-    SEC_ALL = 31
+    SEC_PEERS = 32,
+    SEC_ALL = 63
 };
 
 static const char *const section_names[] = {"small", "pools", "scaling",
-                                            "copy", "memory"};
+                                            "copy", "memory", "peers"};
 
 static unsigned parse_sections(const char *list)
 {
     unsigned m = 0;
-    for (size_t i = 0; i < 5; i++)
+    for (size_t i = 0; i < 6; i++)
         if (strstr(list, section_names[i]) != NULL)
             m |= 1u << i;
     return m;
@@ -392,6 +398,8 @@ static int run_all(bool check, unsigned sections)
         fiber_measure();
     if (sections & SEC_POOLS)
         measure_pools(&s);
+    if (sections & SEC_PEERS)
+        peers_run(&s, &n_goals, &n_met);
     if (sections & SEC_SCALING)
         measure_scaling(&s, max);
     if (sections & SEC_COPY)
@@ -418,6 +426,9 @@ int main(int argc, char **argv)
             sections = parse_sections(argv[++i]);
         } else if (strcmp(argv[i], "--callgrind") == 0 && i + 1 < argc) {
             return cg_run(argv[i + 1], i + 2 < argc ? argv[i + 2] : NULL);
+        } else if (strcmp(argv[i], "--profile") == 0 && i + 1 < argc) {
+            return peers_profile(argv[i + 1], i + 2 < argc ? argv[i + 2]
+                                                           : NULL);
         } else if (strcmp(argv[i], "--list-ops") == 0) {
             cg_list();
             return 0;

@@ -8,16 +8,21 @@
  * The job record is also the future, and records are recycled, so the
  * steady state allocates nothing:
  *
- *  - Workers give records back in batches to a Treiber stack, which
- *    submitters only ever empty whole (so no ABA) into `spare`.  A busy
- *    pool keeps every record (its peak backlog needed them anyway); an
- *    idle one trims them to RECORD_CAP.
+ *  - Workers keep the records they recycle for their own jobs' submits
+ *    and give the surplus back in batches to a Treiber stack, which is
+ *    only ever emptied whole (so no ABA): by submitters into `spare`, by a
+ *    worker whose cache ran dry.  A busy pool keeps every record (its peak
+ *    backlog needed them anyway); an idle one trims them to RECORD_CAP.
  *  - Submitters append to the inbox, a list under a spin lock that workers
  *    take once per batch, not per job: a worker takes the whole inbox,
- *    keeps the first job, moves the next RING_SIZE into its ring and puts
+ *    keeps the first job, moves up to half a ring into its ring and puts
  *    the rest back, without walking the list under the lock.
- *  - A ring is single-producer multi-consumer; idle workers steal half of
- *    another's, so no job waits behind a blocked one while a worker idles.
+ *  - A job's own submits go to its worker's ring without any lock.  A ring
+ *    is a work-stealing deque: its owner takes the oldest job from the
+ *    head when it looks for work, and the newest from the tail when it
+ *    waits (the child it just submitted, cache-hot, as in TBB); idle
+ *    workers steal half of another's from the head, so no job waits
+ *    behind a blocked one while a worker idles.
  *  - Idle workers spin a little, then sleep on work_cond.  Publishers check
  *    n_idle after publishing and sleepers bump it before they look for
  *    work, all seq_cst, so no wakeup is lost; `pending` counts wakeups sent
@@ -50,6 +55,8 @@
 #include <unistd.h>
 
 CTX__HIDDEN _Thread_local struct worker *ctx__pool_self CTX__TLS_IE;
+
+#define POOL_REF_BATCH 64 /* pool references a worker takes at once */
 
 /* Out of memory, a job has nowhere else to go: it waits for memory. */
 static void wait_for_memory(void)
@@ -154,6 +161,10 @@ static void *worker_main(void *p)
     }
     while (w->nctx > 0)
         ctx_context_release(w->ctxs[--w->nctx]);
+    /* destroy holds the pool's own reference until every worker is joined */
+    atomic_fetch_sub_explicit(&w->pool->refs, w->pool_refs,
+                              memory_order_release);
+    w->pool_refs = 0;
     ctx__pool_self = NULL;
     return NULL;
 }
@@ -301,75 +312,171 @@ int ctx_pool_destroy(ctx_pool_t *pool)
  * Submitting
  * ---------------------------------------------------------------- */
 
-static int admit(ctx_pool_t *pool, bool own)
+/* Counts a job against max_queued, if set; false when the queue is full.
+ * A CAS, so that submitters with and without the lock never overshoot. */
+static bool count_queued(ctx_pool_t *pool)
 {
-    if (!own && atomic_load_explicit(&pool->draining, memory_order_relaxed))
-        return ESHUTDOWN;
-    if (pool->max_queued != 0 &&
-        atomic_load_explicit(&pool->queued, memory_order_relaxed) >=
-            pool->max_queued)
-        return EAGAIN;
-    return 0;
+    if (pool->max_queued == 0)
+        return true;
+    size_t q = atomic_load_explicit(&pool->queued, memory_order_relaxed);
+    do
+        if (q >= pool->max_queued)
+            return false;
+    while (!atomic_compare_exchange_weak_explicit(&pool->queued, &q, q + 1,
+                                                  memory_order_relaxed,
+                                                  memory_order_relaxed));
+    return true;
 }
 
-/* Under the lock: admits a job and finds it a record, allocating one when
- * none is free (unlocked meanwhile, so admission is checked again). */
-static int reserve(ctx_pool_t *pool, bool own, ctx_future_t **out)
+static void uncount_queued(ctx_pool_t *pool)
 {
-    int err = admit(pool, own);
-    if (err != 0)
-        return err;
+    if (pool->max_queued != 0)
+        atomic_fetch_sub_explicit(&pool->queued, 1, memory_order_relaxed);
+}
+
+static ctx_future_t *record_alloc(ctx_pool_t *pool)
+{
+    ctx_future_t *rec = ctx__malloc(sizeof *rec);
+    if (rec != NULL)
+        atomic_fetch_add_explicit(&pool->nrecords, 1, memory_order_relaxed);
+    return rec;
+}
+
+/* Under the lock: admits an outside job and finds it a record, allocating
+ * one when none is free (unlocked meanwhile, so shutdown is checked
+ * again). */
+static int reserve(ctx_pool_t *pool, ctx_future_t **out)
+{
+    if (atomic_load_explicit(&pool->draining, memory_order_relaxed))
+        return ESHUTDOWN;
+    if (!count_queued(pool))
+        return EAGAIN;
     ctx_future_t *rec = ctx__pool_free_pop(pool);
     if (rec != NULL) {
         *out = rec;
         return 0;
     }
     unlock(pool);
-    rec = ctx__malloc(sizeof *rec);
-    if (rec != NULL)
-        atomic_fetch_add_explicit(&pool->nrecords, 1, memory_order_relaxed);
+    rec = record_alloc(pool);
     lock(pool);
-    if (rec == NULL)
-        return ENOMEM;
-    if ((err = admit(pool, own)) != 0)
+    int err = rec == NULL ? ENOMEM : 0;
+    if (err == 0 &&
+        atomic_load_explicit(&pool->draining, memory_order_relaxed)) {
         ctx__pool_recycle(pool, NULL, rec);
+        err = ESHUTDOWN;
+    }
+    if (err != 0)
+        uncount_queued(pool);
     *out = rec;
     return err;
+}
+
+/* The pool reference a future holds.  A worker takes them in bulk and
+ * hands them out to its jobs' futures, and takes back those its jobs
+ * release (ctx__pool_unref_by), so fork-join does not bounce pool->refs
+ * between the cores; what it still holds it returns when it exits. */
+static void ref_for_future(ctx_pool_t *pool, struct worker *w)
+{
+    if (w == NULL) {
+        atomic_fetch_add_explicit(&pool->refs, 1, memory_order_relaxed);
+        return;
+    }
+    if (w->pool_refs == 0) {
+        atomic_fetch_add_explicit(&pool->refs, POOL_REF_BATCH,
+                                  memory_order_relaxed);
+        w->pool_refs = POOL_REF_BATCH;
+    }
+    w->pool_refs--;
+}
+
+void ctx__pool_unref_by(ctx_pool_t *pool, struct worker *w)
+{
+    if (w != NULL && w->pool == pool && w->pool_refs < 2 * POOL_REF_BATCH)
+        w->pool_refs++; /* the worker's own still keep the pool alive */
+    else
+        ctx__pool_unref(pool);
+}
+
+static void record_init(ctx_pool_t *pool, struct worker *w,
+                        ctx_future_t *rec, ctx__hnode_t *root, size_t len,
+                        void *(*fn)(void *), void *arg, ctx_future_t **future)
+{
+    *rec = (ctx_future_t){.fn = fn, .arg = arg, .root = root, .len = len,
+                          .pool = pool, .future = future != NULL};
+    atomic_init(&rec->refs, future != NULL ? 2 : 1);
+    if (future != NULL) {
+        ref_for_future(pool, w);
+        *future = rec;
+    }
+}
+
+/* Wakes an idle thread for work just published; see the top of this file
+ * for why destroy waits for `wakers`. */
+static void wake_for(ctx_pool_t *pool, bool wake)
+{
+    if (wake) {
+        ctx__pool_wake_if_idle(pool);
+        atomic_fetch_sub_explicit(&pool->wakers, 1, memory_order_release);
+    }
+}
+
+/* A job of the pool submits: a record from its worker's cache, and its
+ * own ring, without the submitters' lock.  The pool cannot be destroyed
+ * under a running job, so neither shutdown nor `wakers` concern it. */
+static int enqueue_own(struct worker *w, ctx__hnode_t *root, size_t len,
+                       void *(*fn)(void *), void *arg, ctx_future_t **future)
+{
+    ctx_pool_t *pool = w->pool;
+    if (!count_queued(pool)) {
+        ctx__hamt_release(root);
+        return EAGAIN;
+    }
+    ctx_future_t *rec = ctx__pool_cache_pop(w);
+    if (rec == NULL) {
+        lock(pool);
+        rec = ctx__pool_free_pop(pool);
+        unlock(pool);
+    }
+    if (rec == NULL && (rec = record_alloc(pool)) == NULL) {
+        uncount_queued(pool);
+        ctx__hamt_release(root);
+        return ENOMEM;
+    }
+    record_init(pool, w, rec, root, len, fn, arg, future);
+    if (!ctx__pool_push_own(w, rec)) { /* ring full: the inbox */
+        lock(pool);
+        ctx__pool_publish(pool, rec);
+        unlock(pool);
+    }
+    /* seq_cst: the push (or the unlock) came first; see the top. */
+    if (ctx__pool_wake_needed(pool))
+        ctx__pool_wake_if_idle(pool);
+    return 0;
 }
 
 /* Queues fn(arg) to run in a context of root, a reference it takes. */
 static int enqueue(ctx_pool_t *pool, ctx__hnode_t *root, size_t len,
                    void *(*fn)(void *), void *arg, ctx_future_t **future)
 {
-    bool own = is_own_job(pool);
+    if (is_own_job(pool))
+        return enqueue_own(ctx__pool_self, root, len, fn, arg, future);
     ctx_future_t *rec = NULL;
     lock(pool);
-    int err = reserve(pool, own, &rec);
+    int err = reserve(pool, &rec);
     if (err != 0) {
         unlock(pool);
         ctx__hamt_release(root);
         return err;
     }
-    *rec = (ctx_future_t){.fn = fn, .arg = arg, .root = root, .len = len,
-                          .pool = pool, .future = future != NULL};
-    atomic_init(&rec->refs, future != NULL ? 2 : 1);
-    if (future != NULL)
-        atomic_fetch_add_explicit(&pool->refs, 1, memory_order_relaxed);
-    if (pool->max_queued != 0)
-        atomic_fetch_add_explicit(&pool->queued, 1, memory_order_relaxed);
-    ctx__pool_publish(pool, rec, own);
+    record_init(pool, NULL, rec, root, len, fn, arg, future);
+    ctx__pool_publish(pool, rec);
     /* Once unlocked the job may run and a concurrent destroy finish: it
      * waits for wakers before it frees the pool. */
     bool wake = ctx__pool_wake_needed(pool);
     if (wake)
         atomic_fetch_add(&pool->wakers, 1);
     unlock(pool);
-    if (wake) {
-        ctx__pool_wake_if_idle(pool);
-        atomic_fetch_sub_explicit(&pool->wakers, 1, memory_order_release);
-    }
-    if (future != NULL)
-        *future = rec;
+    wake_for(pool, wake);
     return 0;
 }
 

@@ -39,8 +39,9 @@ struct worker {
     LINE atomic_uint tail; /* only the owner writes it */
     LINE _Atomic(ctx_future_t *) slot[RING_SIZE];
     ctx_pool_t *pool;
-    ctx_future_t *cache, *cache_last; /* records not given back yet */
+    ctx_future_t *cache; /* records for its jobs' submits (pool_queue.c) */
     unsigned ncache, nctx, index;
+    size_t pool_refs; /* pool references taken in bulk, not yet handed out */
     ctx_context_t *ctxs[CONTEXT_CACHE];
     pthread_t thread;
 };
@@ -128,16 +129,23 @@ static inline int cond_wait(pthread_cond_t *cond, pthread_mutex_t *m,
 CTX__HIDDEN void ctx__pool_execute(struct worker *w, ctx_future_t *rec);
 CTX__HIDDEN void ctx__pool_run_queued(struct worker *w, ctx_future_t *rec);
 CTX__HIDDEN void ctx__pool_unref(ctx_pool_t *pool);
+CTX__HIDDEN void ctx__pool_unref_by(ctx_pool_t *pool, struct worker *w);
 
 /* pool_queue.c: records. */
 CTX__HIDDEN ctx_future_t *ctx__pool_free_pop(ctx_pool_t *pool);
+CTX__HIDDEN ctx_future_t *ctx__pool_cache_pop(struct worker *w);
 CTX__HIDDEN void ctx__pool_recycle(ctx_pool_t *pool, struct worker *w,
                                    ctx_future_t *rec);
 CTX__HIDDEN void ctx__pool_free_records(ctx_pool_t *pool);
 
 /* pool_queue.c: queues and idling. */
-CTX__HIDDEN void ctx__pool_publish(ctx_pool_t *pool, ctx_future_t *rec,
-                                   bool own);
+CTX__HIDDEN void ctx__pool_publish(ctx_pool_t *pool, ctx_future_t *rec);
+CTX__HIDDEN bool ctx__pool_push_own(struct worker *w, ctx_future_t *rec);
+CTX__HIDDEN ctx_future_t *ctx__pool_ring_pop_newest(struct worker *w,
+                                                    ctx_future_t *want);
+CTX__HIDDEN bool ctx__pool_ring_holds(struct worker *w,
+                                      const ctx_future_t *want,
+                                      unsigned depth);
 CTX__HIDDEN bool ctx__pool_wake_needed(ctx_pool_t *pool);
 CTX__HIDDEN void ctx__pool_wake_if_idle(ctx_pool_t *pool);
 CTX__HIDDEN ctx_future_t *ctx__pool_find_work(struct worker *w);

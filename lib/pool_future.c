@@ -9,6 +9,9 @@
 
 #include <errno.h>
 
+#define HELP_SPINS 1024 /* polls for work or f before a waiter sleeps */
+#define LIFO_DEPTH 64   /* how deep in its ring a waiter looks for f */
+
 static bool time_is_up(const struct timespec *abstime)
 {
     struct timespec now;
@@ -31,22 +34,46 @@ static int block_until_done(ctx_future_t *f, const struct timespec *abstime)
 }
 
 /* For jobs of f's pool: runs f inline if it has not started, else other
- * jobs until it is done, so jobs can wait on jobs with any pool size. */
+ * jobs until it is done, so jobs can wait on jobs with any pool size.
+ *
+ * Waiting for a job it submitted itself, a job finds it among the newest
+ * of its worker's ring and runs the ring from the tail (LIFO, as TBB
+ * does) down to it: what is above it was submitted after it by this same
+ * thread, and taking jobs back from the tail leaves no tombstones behind
+ * (fork-join's child is the very newest; a fan-out waiting for its first
+ * sub-job runs them all).  Otherwise f is claimed and run inline if it has
+ * not started; if it has, it is helped along by running this worker's
+ * newest jobs, then any job of the pool (the inbox, other rings), and a
+ * wait with nothing to run spins a while before it sleeps: a child run by
+ * the other worker usually ends sooner than a futex round trip would. */
 static int help_until_done(struct worker *w, ctx_future_t *f,
                            const struct timespec *abstime)
 {
     int err = 0;
+    unsigned idle = 0;
+    /* Fork-join's child is the newest: take it without a scan. */
+    ctx_future_t *rec = ctx__pool_ring_pop_newest(w, f);
+    if (rec != NULL)
+        ctx__pool_run_queued(w, rec); /* a tombstone if another ran it */
+    bool lifo = rec == NULL && ctx__pool_ring_holds(w, f, LIFO_DEPTH);
     while (!is_done(f) && err == 0) {
-        ctx_future_t *rec;
-        if (claim(f))
+        if (lifo && (rec = ctx__pool_ring_pop_newest(w, NULL)) != NULL) {
+            lifo = rec != f;
+            ctx__pool_run_queued(w, rec); /* a tombstone if another ran it */
+        } else if (claim(f)) {
             ctx__pool_execute(w, f); /* its queue entry is a tombstone now */
-        else if (abstime != NULL && time_is_up(abstime))
+        } else if (abstime != NULL && time_is_up(abstime)) {
             err = ETIMEDOUT;
-        else if ((rec = ctx__pool_find_work(w)) != NULL)
+        } else if ((rec = ctx__pool_ring_pop_newest(w, NULL)) != NULL ||
+                   (rec = ctx__pool_find_work(w)) != NULL) {
             ctx__pool_run_queued(w, rec);
-        else if ((err = ctx__pool_idle_wait(w->pool, f, abstime)) != 0 ||
-                 is_done(f)) /* the wakeup may have been for work */
+            idle = 0;
+        } else if (++idle <= HELP_SPINS) {
+            relax(idle);
+        } else if ((err = ctx__pool_idle_wait(w->pool, f, abstime)) != 0 ||
+                   is_done(f)) { /* the wakeup may have been for work */
             ctx__pool_wake_if_idle(w->pool);
+        }
     }
     return is_done(f) ? 0 : err;
 }
@@ -90,7 +117,8 @@ void ctx_future_release(ctx_future_t *future)
     if (future == NULL)
         return;
     ctx_pool_t *pool = future->pool;
-    if (unref(future))
-        ctx__pool_recycle(pool, NULL, future);
-    ctx__pool_unref(pool);
+    struct worker *w = is_own_job(pool) ? ctx__pool_self : NULL;
+    if (unref(future)) /* a worker keeps it for its jobs' next submit */
+        ctx__pool_recycle(pool, w, future);
+    ctx__pool_unref_by(pool, w);
 }

@@ -8,6 +8,7 @@
 #include "pool.h"
 
 #define FREE_BATCH 32u   /* records a worker gives back at once */
+#define CACHE_MAX 64u    /* records a busy worker keeps for itself */
 #define RECORD_CAP 4096  /* records an idle pool keeps for reuse */
 #define SPIN_ROUNDS 2048 /* idle polls before sleeping (see relax()) */
 
@@ -33,29 +34,59 @@ static void free_push(ctx_pool_t *pool, ctx_future_t *first,
                                                   memory_order_relaxed));
 }
 
+/* Gives every record of w's cache back to the free stack. */
 static void cache_flush(struct worker *w)
 {
-    if (w->cache != NULL)
-        free_push(w->pool, w->cache, w->cache_last);
+    ctx_future_t *last = w->cache;
+    if (last == NULL)
+        return;
+    while (last->next != NULL)
+        last = last->next;
+    free_push(w->pool, w->cache, last);
     w->cache = NULL;
     w->ncache = 0;
 }
 
-/* w: the worker recycling, NULL for other threads.  Records are kept as
+/* w: the worker recycling, NULL for other threads.  A worker keeps what it
+ * recycles for its own jobs' submits (no lock, no shared line) and gives a
+ * batch back whenever it holds more than CACHE_MAX.  Records are kept as
  * long as the pool is busy (the peak backlog needed them anyway) and
  * trimmed when a worker goes idle. */
 void ctx__pool_recycle(ctx_pool_t *pool, struct worker *w, ctx_future_t *rec)
 {
     if (w == NULL) {
         free_push(pool, rec, rec);
-    } else {
-        if (w->cache == NULL)
-            w->cache_last = rec;
-        rec->next = w->cache;
-        w->cache = rec;
-        if (++w->ncache >= FREE_BATCH)
-            cache_flush(w);
+        return;
     }
+    rec->next = w->cache;
+    w->cache = rec;
+    if (++w->ncache > CACHE_MAX) {
+        ctx_future_t *last = rec;
+        for (unsigned i = 1; i < FREE_BATCH; i++)
+            last = last->next;
+        w->cache = last->next;
+        w->ncache -= FREE_BATCH;
+        free_push(pool, rec, last);
+    }
+}
+
+/* A record for a submit by w's job: from w's cache, else the whole free
+ * stack becomes the cache.  Emptying it whole keeps it free of ABA, as for
+ * ctx__pool_free_pop(), without the submitters' lock.  ncache counts only
+ * what w recycled (counting the stack would walk it, a cache miss per
+ * record), which is what CACHE_MAX is about. */
+ctx_future_t *ctx__pool_cache_pop(struct worker *w)
+{
+    ctx_future_t *rec = w->cache;
+    if (rec == NULL) {
+        rec = atomic_exchange_explicit(&w->pool->free_head, NULL,
+                                       memory_order_acquire);
+        if (rec == NULL)
+            return NULL;
+    }
+    w->ncache -= w->ncache > 0;
+    w->cache = rec->next;
+    return rec;
 }
 
 /* Under the lock.  The free stack is only ever emptied whole, so it has
@@ -155,7 +186,8 @@ static bool ring_push(struct worker *w, ctx_future_t *rec)
     return true;
 }
 
-/* Owner only. */
+/* Owner only: the oldest job of w's ring (FIFO, for fairness between
+ * unrelated jobs). */
 static ctx_future_t *ring_pop(struct worker *w)
 {
     unsigned h = atomic_load_explicit(&w->head, memory_order_acquire);
@@ -170,22 +202,64 @@ static ctx_future_t *ring_pop(struct worker *w)
     return NULL;
 }
 
+/* Owner only: the newest job of w's ring (LIFO: the one just submitted,
+ * cache-hot, usually what its submitter is about to wait for), or NULL;
+ * with want set, only if the newest is want.  As in Chase and Lev's deque:
+ * the owner lowers tail, then reads head, both seq_cst, and thieves read
+ * head, then tail, seq_cst; a thief takes at most half of what it saw,
+ * rounded up, so it can reach the slot being popped only when that is the
+ * last one, and then the two settle it by CAS on head. */
+ctx_future_t *ctx__pool_ring_pop_newest(struct worker *w, ctx_future_t *want)
+{
+    unsigned t = atomic_load_explicit(&w->tail, memory_order_relaxed) - 1;
+    unsigned h = atomic_load_explicit(&w->head, memory_order_relaxed);
+    if ((int)(t - h) < 0)
+        return NULL; /* empty */
+    ctx_future_t *rec =
+        atomic_load_explicit(&w->slot[t & RING_MASK], memory_order_relaxed);
+    if (want != NULL && rec != want)
+        return NULL;
+    atomic_store(&w->tail, t);
+    h = atomic_load(&w->head);
+    if ((int)(t - h) > 0)
+        return rec; /* no thief can reach slot t */
+    if (t == h && !atomic_compare_exchange_strong(&w->head, &h, h + 1))
+        rec = NULL; /* a thief took the last one */
+    else if (t != h)
+        rec = NULL; /* taken before we lowered tail */
+    atomic_store_explicit(&w->tail, t + 1, memory_order_release);
+    return rec;
+}
+
+/* Owner only: whether want is among the newest `depth` jobs of w's ring
+ * (only the owner writes the slots from head to tail). */
+bool ctx__pool_ring_holds(struct worker *w, const ctx_future_t *want,
+                          unsigned depth)
+{
+    unsigned t = atomic_load_explicit(&w->tail, memory_order_relaxed);
+    unsigned h = atomic_load_explicit(&w->head, memory_order_acquire);
+    for (unsigned i = t; (int)(i - h) > 0 && t - i < depth; i--)
+        if (atomic_load_explicit(&w->slot[(i - 1) & RING_MASK],
+                                 memory_order_relaxed) == want)
+            return true;
+    return false;
+}
+
 /* Takes half of v's ring, rounded up: returns the first and moves the rest
  * into self's ring, which is empty.  Slots are read before the CAS that
- * claims them; had v reused them, its head moved and the CAS fails. */
+ * claims them; had v reused them, its head moved and the CAS fails.  Head
+ * then tail, seq_cst: see ctx__pool_ring_pop_newest(). */
 static ctx_future_t *ring_steal(struct worker *self, struct worker *v)
 {
     unsigned mine = atomic_load_explicit(&self->tail, memory_order_relaxed);
-    unsigned h = atomic_load_explicit(&v->head, memory_order_acquire);
     for (;;) {
-        unsigned n = atomic_load_explicit(&v->tail, memory_order_acquire) - h;
-        if (n == 0)
-            return NULL;
-        if (n > RING_SIZE) { /* h is stale */
-            h = atomic_load_explicit(&v->head, memory_order_acquire);
-            continue;
-        }
-        n -= n / 2;
+        unsigned h = atomic_load(&v->head);
+        int avail = (int)(atomic_load(&v->tail) - h);
+        if (avail <= 0)
+            return NULL; /* empty, or its owner is popping the last one */
+        if (avail > (int)RING_SIZE)
+            continue; /* h is stale */
+        unsigned n = (unsigned)avail - (unsigned)avail / 2;
         for (unsigned i = 1; i < n; i++)
             atomic_store_explicit(
                 &self->slot[(mine + i - 1) & RING_MASK],
@@ -220,8 +294,10 @@ static ctx_future_t *grab_inbox(struct worker *w)
     if (first == NULL)
         return NULL;
     unsigned t = atomic_load_explicit(&w->tail, memory_order_relaxed), n = 0;
-    unsigned room =
-        RING_SIZE - (t - atomic_load_explicit(&w->head, memory_order_acquire));
+    /* Half the ring at most: the rest is room for what these jobs submit,
+     * which would otherwise go through the inbox and its lock. */
+    unsigned used = t - atomic_load_explicit(&w->head, memory_order_acquire);
+    unsigned room = used < RING_SIZE / 2 ? RING_SIZE / 2 - used : 0;
     for (rest = first->next; rest != NULL && n < room; rest = rest->next)
         atomic_store_explicit(&w->slot[(t + n++) & RING_MASK], rest,
                               memory_order_relaxed);
@@ -251,11 +327,15 @@ ctx_future_t *ctx__pool_find_work(struct worker *w)
     return rec;
 }
 
-/* Under the lock. */
-void ctx__pool_publish(ctx_pool_t *pool, ctx_future_t *rec, bool own)
+/* Owner only, no lock: false when w's ring is full. */
+bool ctx__pool_push_own(struct worker *w, ctx_future_t *rec)
 {
-    if (own && ring_push(ctx__pool_self, rec))
-        return;
+    return ring_push(w, rec);
+}
+
+/* Under the lock. */
+void ctx__pool_publish(ctx_pool_t *pool, ctx_future_t *rec)
+{
     rec->next = NULL;
     if (pool->inbox_tail != NULL)
         pool->inbox_tail->next = rec;

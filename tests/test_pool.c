@@ -572,6 +572,200 @@ START_TEST(options_stack_size_and_default_workers)
 }
 END_TEST
 
+/* ------------------------------------------------------------------
+ * Waiting jobs help: any queued job, from the inbox or another worker's
+ * ring, runs on a waiter's thread while what it waits for runs elsewhere.
+ * ---------------------------------------------------------------- */
+
+static void *post_gate(void *arg)
+{
+    sem_post(&gate);
+    return count(arg);
+}
+
+/* Runs on one worker and holds it until post_gate has run; when
+ * arg is set it queues that job on its own ring first. */
+static void *hold_until_helped(void *own)
+{
+    if (own != NULL)
+        THR_CHECK(ctx_pool_submit(pool, post_gate, NULL, NULL) == 0);
+    sem_post(&started);
+    sem_wait(&gate);
+    return P(7);
+}
+
+static void *wait_on(void *f)
+{
+    sem_post(&started);
+    void *r = NULL;
+    THR_CHECK(ctx_future_wait(f, &r) == 0);
+    return r;
+}
+
+START_TEST(waiter_runs_any_queued_job)
+{
+    /* 0: the job it needs is in the inbox (submitted from outside);
+     * 1: on the blocked worker's own ring, so the waiter must steal it. */
+    for (int own = 0; own < 2; own++) {
+        pool = new_pool(2);
+        ctx_future_t *b = NULL, *w = NULL;
+        ck_ok(ctx_pool_submit(pool, hold_until_helped, P(own), &b));
+        sem_wait(&started);
+        ck_ok(ctx_pool_submit(pool, wait_on, b, &w));
+        sem_wait(&started); /* both workers busy: only the waiter is free */
+        if (!own)
+            ck_ok(ctx_pool_submit(pool, post_gate, NULL, NULL));
+        ck_assert_ptr_eq(wait_ok(w), P(7)); /* hangs unless it helped */
+        ck_assert_ptr_eq(wait_ok(b), P(7));
+        ck_ok(ctx_pool_destroy(pool));
+    }
+    ck_assert_int_eq(atomic_load(&ran), 2);
+    ck_threads_ok();
+}
+END_TEST
+
+/* fib the fork-join way: submit fib(n-1), compute fib(n-2) here, wait.
+ * Each level binds var to n: the child sees its parent's value at submit,
+ * and nothing the child sets reaches the parent. */
+static void *fib_job(void *arg)
+{
+    uintptr_t n = (uintptr_t)arg;
+    THR_CHECK(ctx_var_get_or(var, NULL) == P(n + 1)); /* the parent's */
+    if (n < 2)
+        return P(n);
+    THR_CHECK(ctx_var_set(var, P(n), NULL) == 0);
+    ctx_future_t *f = NULL;
+    void *x = NULL;
+    THR_CHECK(ctx_pool_submit(pool, fib_job, P(n - 1), &f) == 0);
+    THR_CHECK(ctx_var_set(var, P(n - 1), NULL) == 0);
+    uintptr_t y = (uintptr_t)fib_job(P(n - 2));
+    THR_CHECK(ctx_var_set(var, P(n), NULL) == 0);
+    THR_CHECK(ctx_future_wait(f, &x) == 0);
+    ctx_future_release(f);
+    THR_CHECK(ctx_var_get_or(var, NULL) == P(n));
+    return P((uintptr_t)x + y);
+}
+
+/* A request job: n sub-jobs, each submitted with var bound to its index,
+ * waited for in submission order (or reversed), so the waiter runs the
+ * newer ones from its ring first. */
+static void *sub_job(void *unused)
+{
+    (void)unused;
+    atomic_fetch_add(&ran, 1);
+    return ctx_var_get_or(var, NULL);
+}
+
+static void *fan_out(void *arg)
+{
+    uintptr_t n = (uintptr_t)arg & 0xffff;
+    bool reverse = ((uintptr_t)arg >> 16) != 0;
+    ctx_future_t *f[600];
+    for (uintptr_t i = 0; i < n; i++) {
+        THR_CHECK(ctx_var_set(var, P(i + 1), NULL) == 0);
+        THR_CHECK(ctx_pool_submit(pool, sub_job, NULL, &f[i]) == 0);
+    }
+    uintptr_t bad = 0;
+    for (uintptr_t k = 0; k < n; k++) {
+        uintptr_t i = reverse ? n - 1 - k : k;
+        void *r = NULL;
+        THR_CHECK(ctx_future_wait(f[i], &r) == 0);
+        bad += r != P(i + 1);
+        ctx_future_release(f[i]);
+    }
+    return P(bad);
+}
+
+START_TEST(nested_fork_join_on_one_and_two_workers)
+{
+    static const uintptr_t fib[] = {0, 1, 1, 2, 3, 5, 8, 13, 21, 34, 55,
+                                    89, 144, 233, 377, 610, 987, 1597};
+    for (unsigned n = 1; n <= 2; n++) {
+        pool = new_pool(n);
+        for (uintptr_t k = 0; k < 18; k++) {
+            ck_ok(ctx_var_set(var, P(k + 1), NULL));
+            ctx_future_t *f = NULL;
+            ck_ok(ctx_pool_submit(pool, fib_job, P(k), &f));
+            ck_assert_ptr_eq(wait_ok(f), P(fib[k]));
+        }
+        /* Fan-outs of up to 600, more than a ring holds (RING_SIZE). */
+        static const uintptr_t sizes[] = {1, 32, 300, 600};
+        for (int i = 0; i < 4; i++)
+            for (uintptr_t rev = 0; rev < 2; rev++) {
+                ctx_future_t *f[3];
+                for (int j = 0; j < 3; j++) /* requests side by side */
+                    ck_ok(ctx_pool_submit(pool, fan_out,
+                                          P(sizes[i] | rev << 16), &f[j]));
+                for (int j = 0; j < 3; j++)
+                    ck_assert_ptr_eq(wait_ok(f[j]), P(0));
+            }
+        ck_ok(ctx_pool_destroy(pool));
+    }
+    ck_assert_int_eq(atomic_load(&ran), 2 * 2 * 3 * (1 + 32 + 300 + 600));
+    ck_threads_ok();
+}
+END_TEST
+
+/* A job's submits skip the submitters' lock: max_queued and the strong
+ * ENOMEM guarantee must hold for them all the same. */
+static void *own_limits(void *unused)
+{
+    (void)unused;
+    ctx_future_t *a = NULL, *b = NULL, *c = P(0x5a);
+    THR_CHECK(ctx_pool_submit(pool, count, NULL, &a) == 0);
+    THR_CHECK(ctx_pool_submit(pool, count, NULL, &b) == 0);
+    THR_CHECK(ctx_pool_submit(pool, count, NULL, &c) == EAGAIN);
+    THR_CHECK(c == P(0x5a));
+    /* Waiting for the older runs the ring down to it: both. */
+    THR_CHECK(ctx_future_wait(a, NULL) == 0);
+    THR_CHECK(ctx_future_done(b));
+    ctx_future_release(a);
+    ctx_future_release(b);
+    return P(1);
+}
+
+static void *own_enomem(void *unused)
+{
+    (void)unused;
+    ctx_future_t *f = P(0x5a);
+    long k = 0;
+    for (;; k++) {
+        ctx__fault_fail_after(k);
+        int err = ctx_pool_submit(pool, read_var, NULL, &f);
+        if (ctx__fault_armed())
+            break;
+        THR_CHECK(err == ENOMEM);
+        THR_CHECK(f == P(0x5a));
+    }
+    ctx__fault_fail_after(-1);
+    void *r = NULL;
+    THR_CHECK(ctx_future_wait(f, &r) == 0);
+    ctx_future_release(f);
+    return P(k > 0 && r == P(6));
+}
+
+START_TEST(own_submits_keep_max_queued_and_enomem)
+{
+    ctx_pool_options_t o = {0};
+    o.nthreads = 1;
+    o.max_queued = 2;
+    ck_ok(ctx_pool_create_ex(&pool, &o));
+    ctx_future_t *f = NULL;
+    ck_ok(ctx_pool_submit(pool, own_limits, NULL, &f));
+    ck_assert_ptr_eq(wait_ok(f), P(1));
+    ck_ok(ctx_pool_destroy(pool));
+    ck_assert_int_eq(atomic_load(&ran), 2);
+    /* A fresh pool: the job's submit finds no record and must allocate. */
+    pool = new_pool(1);
+    ck_ok(ctx_var_set(var, P(6), NULL));
+    ck_ok(ctx_pool_submit(pool, own_enomem, NULL, &f));
+    ck_assert_ptr_eq(wait_ok(f), P(1));
+    ck_ok(ctx_pool_destroy(pool));
+    ck_assert_int_eq(atomic_load(&ran), 3); /* read_var ran once */
+    ck_threads_ok();
+}
+END_TEST
+
 static Suite *pool_suite(void)
 {
     Suite *s = suite_create("pool");
@@ -593,6 +787,9 @@ static Suite *pool_suite(void)
     tcase_add_test(tc, null_arguments);
     tcase_add_test(tc, enomem_queues_nothing);
     tcase_add_test(tc, options_stack_size_and_default_workers);
+    tcase_add_test(tc, waiter_runs_any_queued_job);
+    tcase_add_test(tc, nested_fork_join_on_one_and_two_workers);
+    tcase_add_test(tc, own_submits_keep_max_queued_and_enomem);
     suite_add_tcase(s, tc);
     return s;
 }
