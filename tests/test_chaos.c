@@ -2,18 +2,21 @@
  * test_chaos.c - the chaos build (--enable-chaos) finds races.
  *
  * A tiny two-step protocol, "the first thread to arrive claims the slot",
- * written twice here in the test (never in the library):
+ * written here in the test (never in the library), in three versions:
  *   broken:  if (load(slot) == 0) { CTX__CHAOS(); store(slot, me); }
+ *   quiet:   the same bug with no chaos point between the steps
  *   correct: CTX__CHAOS(); CAS(slot, 0 -> me)
- * Two threads race through the same row of slots.  Without perturbation
- * the broken version is nearly always right: one thread runs ahead and
- * the window between its load and its store is a few instructions.  With
- * chaos points the leader stalls in that window and the follower claims
- * the same slot: the test asserts that this is caught within a second, and
- * that the correct version, under the same perturbation, never is.
+ * Two threads meet at a barrier and race for a fresh slot, round after
+ * round.  The window between the load and the store is a few
+ * instructions, much narrower than the skew with which the barrier
+ * releases the two threads, so the quiet bug is almost never seen.  The
+ * test asserts that with the chaos point the bug is caught within a
+ * second, that over the same number of rounds the point catches it more
+ * often than plain luck does (it prints both counts), and that the
+ * correct version, perturbed the same way, never is.
  *
  * Also: the seed comes from CTX_CHAOS_SEED and replays a thread's
- * decisions, and the points do perturb at a sane rate.
+ * decisions, and the points perturb at the rate chaos.c promises.
  * Skipped (exit 77) in a build without --enable-chaos.
  */
 #include "config.h"
@@ -31,6 +34,7 @@ int main(void)
 
 #include "testutil.h"
 
+#include <stdbool.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -39,57 +43,33 @@ int main(void)
 #include <time.h>
 #include <unistd.h>
 
-enum { SLOTS = 256, RACERS = 2 };
+enum version { BROKEN, QUIET, CORRECT };
 
-static atomic_int slot[SLOTS];
-static atomic_int wins[SLOTS];
-static pthread_barrier_t start;
-static bool broken;
+static atomic_int slot, wins;
+static pthread_barrier_t meet;
+static enum version version;
+static atomic_bool go; /* false: no more rounds */
 
-static void *racer(void *arg)
+static void *racer(void *unused)
 {
-    int me = (int)(intptr_t)arg;
-    pthread_barrier_wait(&start);
-    for (int i = 0; i < SLOTS; i++) {
-        if (broken) {
-            if (atomic_load(&slot[i]) == 0) {
-                CTX__CHAOS(); /* check-then-act: the bug */
-                atomic_store(&slot[i], me);
-                atomic_fetch_add(&wins[i], 1);
-            }
-        } else {
+    (void)unused;
+    for (;;) {
+        pthread_barrier_wait(&meet); /* the slot is fresh */
+        if (!atomic_load(&go))
+            return NULL;
+        if (version == CORRECT) {
             int zero = 0;
             CTX__CHAOS();
-            if (atomic_compare_exchange_strong(&slot[i], &zero, me))
-                atomic_fetch_add(&wins[i], 1);
+            if (atomic_compare_exchange_strong(&slot, &zero, 1))
+                atomic_fetch_add(&wins, 1);
+        } else if (atomic_load(&slot) == 0) {
+            if (version == BROKEN)
+                CTX__CHAOS(); /* check-then-act: the bug */
+            atomic_store(&slot, 1);
+            atomic_fetch_add(&wins, 1);
         }
+        pthread_barrier_wait(&meet); /* both are done with it */
     }
-    return NULL;
-}
-
-/* One race through the row; returns how many slots were claimed twice,
- * and fails the test if any was claimed by nobody. */
-static int one_round(void)
-{
-    pthread_t t[RACERS];
-    for (int i = 0; i < SLOTS; i++) {
-        atomic_store(&slot[i], 0);
-        atomic_store(&wins[i], 0);
-    }
-    pthread_barrier_init(&start, NULL, RACERS);
-    for (int r = 0; r < RACERS; r++)
-        ck_assert_int_eq(
-            pthread_create(&t[r], NULL, racer, (void *)(intptr_t)(r + 1)), 0);
-    for (int r = 0; r < RACERS; r++)
-        pthread_join(t[r], NULL);
-    pthread_barrier_destroy(&start);
-    int doubled = 0;
-    for (int i = 0; i < SLOTS; i++) {
-        int w = atomic_load(&wins[i]);
-        ck_assert_msg(w >= 1, "slot %d claimed by nobody", i);
-        doubled += w > 1;
-    }
-    return doubled;
 }
 
 static double seconds_since(const struct timespec *t0)
@@ -100,38 +80,79 @@ static double seconds_since(const struct timespec *t0)
            (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
 }
 
+typedef struct {
+    long rounds;  /* rounds run */
+    long doubled; /* rounds in which both threads claimed the slot */
+    double secs;
+} outcome_t;
+
+/* Races v for n rounds, or until the first double claim when stop_early,
+ * or until `limit` seconds have passed. */
+static outcome_t race(enum version v, long n, bool stop_early, double limit)
+{
+    pthread_t t[2];
+    outcome_t o = {0, 0, 0};
+    struct timespec t0;
+    version = v;
+    ck_assert_int_eq(pthread_barrier_init(&meet, NULL, 3), 0);
+    for (int i = 0; i < 2; i++)
+        ck_assert_int_eq(pthread_create(&t[i], NULL, racer, NULL), 0);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    bool nobody = false;
+    while (o.rounds < n && !nobody && !(stop_early && o.doubled > 0) &&
+           seconds_since(&t0) < limit) {
+        atomic_store(&slot, 0);
+        atomic_store(&wins, 0);
+        atomic_store(&go, true);
+        pthread_barrier_wait(&meet);
+        pthread_barrier_wait(&meet);
+        int w = atomic_load(&wins);
+        nobody = w < 1;
+        o.rounds++;
+        o.doubled += w > 1;
+    }
+    o.secs = seconds_since(&t0);
+    atomic_store(&go, false);
+    pthread_barrier_wait(&meet); /* releases the racers to their end */
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    pthread_barrier_destroy(&meet);
+    ck_assert_msg(!nobody, "round %ld: the slot was claimed by nobody",
+                  o.rounds);
+    return o;
+}
+
+enum { MAX_ROUNDS = 200000, COMPARE_ROUNDS = 5000 };
 
 START_TEST(broken_protocol_is_caught)
 {
-    broken = true;
-    struct timespec t0;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    long rounds = 0;
-    int doubled = 0;
-    while (doubled == 0 && seconds_since(&t0) < 1.0) {
-        doubled = one_round();
-        rounds++;
-    }
-    ck_assert_msg(doubled > 0,
-                  "the broken protocol survived %ld rounds (1 s) of chaos",
-                  rounds);
-    printf("broken protocol caught in round %ld (%.3f s), %d slots claimed "
-           "twice\n", rounds, seconds_since(&t0), doubled);
+    outcome_t o = race(BROKEN, MAX_ROUNDS, true, 1.0);
+    ck_assert_msg(o.doubled > 0,
+                  "the broken protocol survived %ld rounds (%.2f s) of chaos",
+                  o.rounds, o.secs);
+    printf("broken protocol caught in round %ld (%.3f s)\n", o.rounds,
+           o.secs);
+}
+END_TEST
+
+START_TEST(chaos_not_luck_catches_it)
+{
+    outcome_t with = race(BROKEN, COMPARE_ROUNDS, false, 60);
+    outcome_t without = race(QUIET, COMPARE_ROUNDS, false, 60);
+    printf("over %d rounds the bug showed %ld times with the chaos point, "
+           "%ld times without\n", COMPARE_ROUNDS, with.doubled,
+           without.doubled);
+    ck_assert_int_gt(with.doubled, without.doubled);
 }
 END_TEST
 
 START_TEST(correct_protocol_passes)
 {
-    broken = false;
-    struct timespec t0;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    long rounds = 0;
-    /* At least as many rounds as the broken one can take in a second. */
-    while (seconds_since(&t0) < 1.0 || rounds < 50) {
-        ck_assert_int_eq(one_round(), 0);
-        rounds++;
-    }
-    printf("correct protocol: %ld rounds, no slot claimed twice\n", rounds);
+    /* At least as long as the broken one was given. */
+    outcome_t o = race(CORRECT, MAX_ROUNDS, false, 1.0);
+    ck_assert_int_eq(o.doubled, 0);
+    printf("correct protocol: %ld rounds (%.2f s), never claimed twice\n",
+           o.rounds, o.secs);
 }
 END_TEST
 
@@ -186,6 +207,7 @@ static Suite *chaos_suite(void)
     Suite *s = suite_create("chaos");
     TCase *tc = tcase_create("protocol");
     tcase_add_test(tc, broken_protocol_is_caught);
+    tcase_add_test(tc, chaos_not_luck_catches_it);
     tcase_add_test(tc, correct_protocol_passes);
     tcase_add_test(tc, seed_replays);
     suite_add_tcase(s, tc);
