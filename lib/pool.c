@@ -121,8 +121,10 @@ static void *run(struct worker *w, ctx_future_t *rec)
      * (a worker's first job), where no test can arm fault injection: it
      * counts per thread, and a worker runs no test code before its first
      * job. */
+    /* GCOVR_EXCL_START */
     while (ctx__run(c, rec->fn, rec->arg, &result) != 0)
-        wait_for_memory(); /* GCOVR_EXCL_LINE */
+        wait_for_memory();
+    /* GCOVR_EXCL_STOP */
     /* Before completing, so what the job held is released once it is done. */
     context_put(w, c);
     return result;
@@ -175,8 +177,10 @@ static int start_workers(ctx_pool_t *pool, size_t stack_size)
 {
     pthread_attr_t attr;
     int err = pthread_attr_init(&attr);
+    /* GCOVR_EXCL_START: glibc's pthread_attr_init cannot fail */
     if (err != 0)
-        return err; /* GCOVR_EXCL_LINE: glibc's pthread_attr_init cannot fail */
+        return err;
+    /* GCOVR_EXCL_STOP */
     if (stack_size != 0) {
         size_t page = (size_t)sysconf(_SC_PAGESIZE);
         if (stack_size < (size_t)PTHREAD_STACK_MIN)

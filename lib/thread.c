@@ -56,10 +56,12 @@ void *ctx_thread_start(void *start_arg)
         /* Not a fresh thread (someone ran us on a thread that already uses
          * ctxvars): its base is taken, so run inside the snapshot instead. */
         void *r = NULL;
+        /* The copy is ours and entered nowhere, and the thread has its
+         * state: run cannot fail (the fallback is a guard). */
+        /* GCOVR_EXCL_START */
         if (ctx__run(start.ctx, start.fn, start.arg, &r) != 0)
-            r = start.fn(start.arg); /* GCOVR_EXCL_LINE: the copy is ours
-                                      * and entered nowhere, and the thread
-                                      * has its state: run cannot fail */
+            r = start.fn(start.arg);
+        /* GCOVR_EXCL_STOP */
         ctx_context_release(start.ctx);
         return r;
     }

@@ -15,11 +15,12 @@
  *    retries), destroy called twice, worker stacks below the minimum and
  *    beyond what can be mapped, deadlines already passed for waiting
  *    threads and for waiting jobs.
- * Processes that fork leave through exit(), not _exit(), so a coverage
- * build records what the child ran, and fork through a pointer: gcc
- * --coverage turns a direct call of fork() into __gcov_fork(), which zeroes
- * the child's counters after fork() returns, erasing what the library's
- * atfork child handler just did.
+ * Forked children (in_child) write a coverage build's counters before
+ * _exit() (which alone would lose them; exit() would run LeakSanitizer
+ * over memory the dead threads owned), and fork through a pointer: gcc
+ * --coverage turns a direct call of fork() into __gcov_fork(), which
+ * zeroes the child's counters after fork() returns, erasing what the
+ * library's atfork child handler just did.
  */
 #include "config.h"
 
@@ -43,6 +44,39 @@
 static ctx_var_t *var;
 
 static pid_t (*volatile fork_)(void) = fork;
+
+/* A coverage build's counters, written out now (libgcov, or clang's
+ * profile runtime). */
+#ifdef CTX_COVERAGE
+void __gcov_dump(void);
+#define dump_coverage() __gcov_dump()
+#else
+#define dump_coverage() ((void)0)
+#endif
+
+/* Runs fn in a child process and returns what it returned: 0, or the
+ * number of the step that failed.  The child reports through a pipe, not
+ * its exit status: under valgrind the memory of the threads that do not
+ * exist in the child counts as leaked there, and valgrind's
+ * --error-exitcode would overwrite a passing child's status. */
+static int in_child(int (*fn)(void))
+{
+    int fd[2];
+    ck_assert_int_eq(pipe(fd), 0);
+    pid_t pid = fork_();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        int step = fn();
+        dump_coverage();
+        _exit(write(fd[1], &step, sizeof step) == sizeof step ? 0 : 99);
+    }
+    close(fd[1]);
+    int step = -1, status;
+    ck_assert_int_eq(read(fd[0], &step, sizeof step), (long)sizeof step);
+    close(fd[0]);
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    return step;
+}
 
 static void setup(void)
 {
@@ -495,14 +529,8 @@ START_TEST(fork_child_exits_nested_contexts_of_dead_threads)
     ck_ok(ctx_thread_create(&other, NULL, base_only, NULL));
     ck_ok(pthread_create(&unborn, NULL, no_base, NULL));
     pthread_barrier_wait(&fork_ready);
-    pid_t pid = fork_();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0)
-        exit(after_fork()); /* exit(), not _exit(): coverage is written */
-    int st;
-    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
-    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
-                  "child failed at step %d", WEXITSTATUS(st));
+    int step = in_child(after_fork);
+    ck_assert_msg(step == 0, "child failed at step %d", step);
     /* the parent is undisturbed: the holder is still inside */
     ck_assert_int_eq(enter_elsewhere(inner[1]), EBUSY);
     pthread_barrier_wait(&fork_done);
@@ -562,14 +590,8 @@ static int without_keys(void)
 
 START_TEST(no_pthread_keys_left)
 {
-    pid_t pid = fork_();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0)
-        exit(without_keys());
-    int st;
-    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
-    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
-                  "child failed at step %d", WEXITSTATUS(st));
+    int step = in_child(without_keys);
+    ck_assert_msg(step == 0, "child failed at step %d", step);
 }
 END_TEST
 
@@ -584,6 +606,40 @@ START_TEST(thread_wrap_arguments)
     ck_assert_int_eq(ctx_thread_wrap(read_var, NULL, NULL), EINVAL);
     ck_assert_ptr_eq(start, P(1));
     ctx_thread_wrap_discard(NULL);
+}
+END_TEST
+
+/* A thread whose first use of the library failed for want of memory is
+ * registered but has no base: its next call makes the base, and so does
+ * ctx_thread_start() run by hand there (the thread adopts the snapshot as
+ * its base, as a fresh thread would). */
+static void *fail_first_use(void *start)
+{
+    ctx__fault_fail_after(0);
+    THR_CHECK(ctx_var_set(var, "never", NULL) == ENOMEM);
+    THR_CHECK(ctx__ts.registered && ctx__ts.current == NULL);
+    if (start != NULL) {
+        THR_CHECK(strcmp(ctx_thread_start(start), "at-wrap") == 0);
+        THR_CHECK(ctx__ts.current != NULL && ctx__ts.current == ctx__ts.base);
+        THR_CHECK(strcmp(ctx_var_get_or(var, "unset"), "at-wrap") == 0);
+    } else {
+        THR_CHECK(ctx_var_set(var, "second-try", NULL) == 0);
+        THR_CHECK(strcmp(ctx_var_get_or(var, "unset"), "second-try") == 0);
+    }
+    return NULL;
+}
+
+START_TEST(first_use_fails_then_works)
+{
+    pthread_t t;
+    void *start;
+    ck_ok(pthread_create(&t, NULL, fail_first_use, NULL));
+    ck_ok(pthread_join(t, NULL));
+    ck_ok(ctx_var_set(var, "at-wrap", NULL));
+    ck_ok(ctx_thread_wrap(read_var, NULL, &start));
+    ck_ok(pthread_create(&t, NULL, fail_first_use, start));
+    ck_ok(pthread_join(t, NULL));
+    ck_threads_ok();
 }
 END_TEST
 
@@ -820,6 +876,7 @@ static Suite *coverage_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, thread_wrap_arguments);
     tcase_add_test(tc, thread_start_on_a_used_thread);
+    tcase_add_test(tc, first_use_fails_then_works);
     suite_add_tcase(s, tc);
     tc = tcase_create("pool");
     tcase_add_checked_fixture(tc, setup, teardown);
