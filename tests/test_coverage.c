@@ -851,6 +851,40 @@ START_TEST(deadlines_already_passed)
 }
 END_TEST
 
+/* A job of one pool waiting for, then destroying, another pool: that is
+ * not "one of the pool's own jobs", so it blocks like any thread (no
+ * helping, no EDEADLK). */
+static ctx_pool_t *other_pool;
+
+static void *use_other_pool(void *unused)
+{
+    (void)unused;
+    ctx_future_t *f;
+    void *r = NULL;
+    THR_CHECK(ctx_pool_submit(other_pool, read_var, NULL, &f) == 0);
+    THR_CHECK(ctx_future_wait(f, &r) == 0);
+    ctx_future_release(f);
+    THR_CHECK(ctx_pool_destroy(other_pool) == 0);
+    return r;
+}
+
+START_TEST(job_uses_another_pool)
+{
+    ctx_pool_t *pool;
+    ctx_future_t *f;
+    void *r = NULL;
+    ck_ok(ctx_var_set(var, "submitter", NULL));
+    ck_ok(ctx_pool_create(&pool, 1));
+    ck_ok(ctx_pool_create(&other_pool, 1));
+    ck_ok(ctx_pool_submit(pool, use_other_pool, NULL, &f));
+    ck_ok(ctx_future_wait(f, &r));
+    ck_assert_str_eq(r, "submitter"); /* the copy of a copy */
+    ctx_future_release(f);
+    ck_ok(ctx_pool_destroy(pool));
+    ck_threads_ok();
+}
+END_TEST
+
 static Suite *coverage_suite(void)
 {
     Suite *s = suite_create("coverage");
@@ -884,6 +918,7 @@ static Suite *coverage_suite(void)
     tcase_add_test(tc, destroy_twice);
     tcase_add_test(tc, worker_stacks);
     tcase_add_test(tc, deadlines_already_passed);
+    tcase_add_test(tc, job_uses_another_pool);
     suite_add_tcase(s, tc);
     return s;
 }
