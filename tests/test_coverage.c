@@ -15,6 +15,9 @@
  *    retries), destroy called twice, worker stacks below the minimum and
  *    beyond what can be mapped, deadlines already passed for waiting
  *    threads and for waiting jobs.
+ * A catalogue, hence its length: each path is small and stands alone, and
+ * they share the hand-built nodes, the forking helper and the fixture.
+ *
  * Forked children (in_child) write a coverage build's counters before
  * _exit() (which alone would lose them; exit() would run LeakSanitizer
  * over memory the dead threads owned), and fork through a pointer: gcc
