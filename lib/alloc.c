@@ -85,6 +85,9 @@ void *ctx__spare_take(enum ctx__spare_kind kind, size_t size)
 
 void ctx__spare_give(enum ctx__spare_kind kind, void *p)
 {
+    /* The block may come from another thread, whose release just handed
+     * it over through the object's reference count. */
+    CTX__CHAOS();
     if (spares[kind] == NULL && ctx__ts.registered)
         spares[kind] = p;
     else

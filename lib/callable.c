@@ -42,12 +42,14 @@ int ctx_callable_call(ctx_callable_t *callable, void **result)
     if (callable == NULL)
         return EINVAL;
     ctx_context_t *copy;
+    CTX__CHAOS(); /* other threads may be copying the same snapshot */
     int err = ctx_context_copy(callable->snapshot, &copy);
     if (err != 0)
         return err;
     /* A fresh copy is entered nowhere, so this fails only with ENOMEM, on
      * a thread's first use of the library. */
     err = ctx__run(copy, callable->fn, callable->arg, result);
+    CTX__CHAOS(); /* fn may have handed the copy to another thread */
     ctx_context_release(copy);
     return err;
 }
@@ -56,6 +58,7 @@ void ctx_callable_release(ctx_callable_t *callable)
 {
     if (callable == NULL)
         return;
+    CTX__CHAOS(); /* a release racing the last call's copy */
     ctx_context_release(callable->snapshot);
     ctx__free(callable);
 }

@@ -38,6 +38,8 @@
 
 #include <ctxvars.h>
 
+#include "chaos.h" /* CTX__CHAOS(): nothing unless --enable-chaos */
+
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -151,6 +153,7 @@ static inline void ctx__cpu_relax(void)
 static inline void ctx__spin_lock(ctx__spin_t *l)
 {
     for (;;) {
+        CTX__CHAOS();
         if (!atomic_exchange_explicit(&l->locked, true, memory_order_acquire))
             return;
         while (atomic_load_explicit(&l->locked, memory_order_relaxed))
@@ -160,6 +163,7 @@ static inline void ctx__spin_lock(ctx__spin_t *l)
 
 static inline void ctx__spin_unlock(ctx__spin_t *l)
 {
+    CTX__CHAOS(); /* stretch the critical section: readers pile up */
     atomic_store_explicit(&l->locked, false, memory_order_release);
 }
 

@@ -36,8 +36,10 @@ void *ctx_token_old_value(const ctx_token_t *token)
 
 bool ctx_token_used(const ctx_token_t *token)
 {
-    return token != NULL &&
-           atomic_load_explicit(&((ctx_token_t *)token)->used,
+    if (token == NULL)
+        return false;
+    CTX__CHAOS(); /* races a reset on the token's own thread */
+    return atomic_load_explicit(&((ctx_token_t *)token)->used,
                                 memory_order_relaxed);
 }
 
@@ -49,6 +51,7 @@ void ctx_token_release(ctx_token_t *token)
     CTX__SET_MAGIC(token, CTX__MAGIC_DEAD);
     ctx__value_release(token->var, token->old_value);
     ctx_var_release(token->var);
+    CTX__CHAOS(); /* the context's last reference may be ours or not */
     ctx_context_release(token->ctx);
     ctx__spare_give(CTX__SPARE_TOKEN, token);
 }
