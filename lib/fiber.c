@@ -82,6 +82,7 @@ void ctx_fiber_release(ctx_fiber_t *fiber)
     if (fiber == NULL)
         return;
     CTX__CHECK_MAGIC(fiber, CTX__MAGIC_FIBER, "fiber");
+    CTX__CHAOS();
     unsigned was = atomic_fetch_or_explicit(&fiber->state, CTX__FIBER_RELEASED,
                                             memory_order_acq_rel);
     if (!(was & CTX__FIBER_RESUMED))
@@ -109,6 +110,7 @@ int ctx_fiber_resume(ctx_fiber_t *fiber)
     fiber->outer = ts->fiber;
     /* Only a release racing with this resume could write state, and that
      * would be a use after release: a plain store will do. */
+    CTX__CHAOS();
     atomic_store_explicit(&fiber->state, CTX__FIBER_RESUMED,
                           memory_order_relaxed);
     ts->fiber = fiber;
@@ -135,6 +137,7 @@ void ctx__fiber_detach(ctx__tstate_t *ts, ctx_fiber_t *f, bool notify)
      * may resume f and set RESUMED again, which must not be lost.  After
      * it f may be freed by a concurrent release, so f is not touched
      * again unless we are the one to free it. */
+    CTX__CHAOS();
     unsigned was = atomic_exchange_explicit(&f->state, 0,
                                             memory_order_acq_rel);
     ctx__context_leave(c);

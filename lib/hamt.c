@@ -87,6 +87,7 @@ static ctx__hnode_t *node_alloc(bool collision, uint32_t cap)
 
 static bool node_owned(const ctx__hnode_t *n)
 {
+    CTX__CHAOS();
     return atomic_load_explicit(&n->refcnt, memory_order_acquire) == 1;
 }
 
@@ -116,11 +117,13 @@ ctx__hnode_t *ctx__hamt_retain(ctx__hnode_t *root)
 
 unsigned ctx__hamt_refcount(const ctx__hnode_t *root)
 {
+    CTX__CHAOS();
     return atomic_load_explicit(&root->refcnt, memory_order_relaxed);
 }
 
 void ctx__hamt_set_refcount(ctx__hnode_t *root, unsigned n)
 {
+    CTX__CHAOS();
     atomic_store_explicit(&root->refcnt, n, memory_order_relaxed);
 }
 
@@ -129,6 +132,7 @@ void ctx__hamt_set_refcount(ctx__hnode_t *root, unsigned n)
  * RMW. */
 static inline bool node_unref(ctx__hnode_t *n)
 {
+    CTX__CHAOS();
     return atomic_load_explicit(&n->refcnt, memory_order_acquire) == 1 ||
            atomic_fetch_sub_explicit(&n->refcnt, 1, memory_order_acq_rel) == 1;
 }

@@ -105,9 +105,12 @@ static void complete(ctx_future_t *rec, void *result)
 {
     ctx_pool_t *pool = rec->pool;
     rec->result = result;
+    CTX__CHAOS();
     atomic_store(&rec->state, JOB_DONE);
+    CTX__CHAOS();
     unsigned waiters = atomic_load(&rec->waiters);
     if (waiters != 0) {
+        CTX__CHAOS();
         pthread_mutex_lock(&pool->park_m);
         if (waiters & WAIT_BLOCKED)
             pthread_cond_broadcast(&pool->done_cond);
@@ -167,6 +170,7 @@ static void *worker_main(void *p)
     while (w->nctx > 0)
         ctx_context_release(w->ctxs[--w->nctx]);
     /* destroy holds the pool's own reference until every worker is joined */
+    CTX__CHAOS();
     atomic_fetch_sub_explicit(&w->pool->refs, w->pool_refs,
                               memory_order_release);
     w->pool_refs = 0;
@@ -207,8 +211,10 @@ static int start_workers(ctx_pool_t *pool, size_t stack_size)
     }
     pthread_attr_destroy(&attr);
     if (err != 0) { /* stop those that started: they find no work */
+        CTX__CHAOS();
         pthread_mutex_lock(&pool->park_m);
         pool->finished = true;
+        CTX__CHAOS();
         pthread_cond_broadcast(&pool->work_cond);
         pthread_mutex_unlock(&pool->park_m);
         join_workers(pool, n);
@@ -258,6 +264,7 @@ static void pool_free(ctx_pool_t *pool)
 
 void ctx__pool_unref(ctx_pool_t *pool)
 {
+    CTX__CHAOS();
     if (atomic_fetch_sub_explicit(&pool->refs, 1, memory_order_acq_rel) == 1)
         pool_free(pool);
 }
@@ -301,16 +308,20 @@ int ctx_pool_destroy(ctx_pool_t *pool)
     if (is_own_job(pool))
         return EDEADLK;
     lock(pool);
+    CTX__CHAOS();
     bool again = atomic_exchange(&pool->draining, true);
     unlock(pool);
     if (again)
         return EINVAL;
+    CTX__CHAOS();
     pthread_mutex_lock(&pool->park_m);
+    CTX__CHAOS();
     pthread_cond_broadcast(&pool->work_cond);
     pthread_mutex_unlock(&pool->park_m);
     join_workers(pool, pool->nworkers);
     lock(pool); /* a submitter being refused has left */
     unlock(pool);
+    CTX__CHAOS();
     while (atomic_load_explicit(&pool->wakers, memory_order_acquire) != 0)
         sched_yield();
     ctx__pool_unref(pool);
@@ -327,6 +338,7 @@ static bool count_queued(ctx_pool_t *pool)
 {
     if (pool->max_queued == 0)
         return true;
+    CTX__CHAOS();
     size_t q = atomic_load_explicit(&pool->queued, memory_order_relaxed);
     do
         if (q >= pool->max_queued)
@@ -356,6 +368,7 @@ static ctx_future_t *record_alloc(ctx_pool_t *pool)
  * again). */
 static int reserve(ctx_pool_t *pool, ctx_future_t **out)
 {
+    CTX__CHAOS();
     if (atomic_load_explicit(&pool->draining, memory_order_relaxed))
         return ESHUTDOWN;
     if (!count_queued(pool))
@@ -387,10 +400,12 @@ static int reserve(ctx_pool_t *pool, ctx_future_t **out)
 static void ref_for_future(ctx_pool_t *pool, struct worker *w)
 {
     if (w == NULL) {
+        CTX__CHAOS();
         atomic_fetch_add_explicit(&pool->refs, 1, memory_order_relaxed);
         return;
     }
     if (w->pool_refs == 0) {
+        CTX__CHAOS();
         atomic_fetch_add_explicit(&pool->refs, POOL_REF_BATCH,
                                   memory_order_relaxed);
         w->pool_refs = POOL_REF_BATCH;
@@ -425,6 +440,7 @@ static void wake_for(ctx_pool_t *pool, bool wake)
 {
     if (wake) {
         ctx__pool_wake_if_idle(pool);
+        CTX__CHAOS();
         atomic_fetch_sub_explicit(&pool->wakers, 1, memory_order_release);
     }
 }

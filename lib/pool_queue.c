@@ -18,6 +18,7 @@
 
 static void record_free(ctx_pool_t *pool, ctx_future_t *rec)
 {
+    CTX__CHAOS();
     atomic_fetch_sub_explicit(&pool->nrecords, 1, memory_order_relaxed);
     ctx__free(rec);
 }
@@ -79,6 +80,7 @@ ctx_future_t *ctx__pool_cache_pop(struct worker *w)
 {
     ctx_future_t *rec = w->cache;
     if (rec == NULL) {
+        CTX__CHAOS();
         rec = atomic_exchange_explicit(&w->pool->free_head, NULL,
                                        memory_order_acquire);
         if (rec == NULL)
@@ -104,6 +106,7 @@ ctx_future_t *ctx__pool_free_pop(ctx_pool_t *pool)
 
 static void trim_records(ctx_pool_t *pool)
 {
+    CTX__CHAOS();
     if (atomic_load_explicit(&pool->nrecords, memory_order_relaxed) <=
         RECORD_CAP)
         return;
@@ -148,6 +151,7 @@ void ctx__pool_free_records(ctx_pool_t *pool)
 
 static bool has_work(ctx_pool_t *pool)
 {
+    CTX__CHAOS();
     if (atomic_load(&pool->inbox_head) != NULL)
         return true;
     for (unsigned i = 0; i < pool->nworkers; i++)
@@ -160,6 +164,7 @@ static bool has_work(ctx_pool_t *pool)
 /* After publishing work with a seq_cst store: see the top of pool.c. */
 bool ctx__pool_wake_needed(ctx_pool_t *pool)
 {
+    CTX__CHAOS();
     return atomic_load(&pool->n_idle) > atomic_load(&pool->pending);
 }
 
@@ -167,9 +172,13 @@ void ctx__pool_wake_if_idle(ctx_pool_t *pool)
 {
     if (!ctx__pool_wake_needed(pool))
         return;
+    CTX__CHAOS();
     pthread_mutex_lock(&pool->park_m);
+    CTX__CHAOS();
     if (atomic_load(&pool->n_idle) > atomic_load(&pool->pending)) {
+        CTX__CHAOS();
         atomic_fetch_add(&pool->pending, 1);
+        CTX__CHAOS();
         pthread_cond_signal(&pool->work_cond);
     }
     pthread_mutex_unlock(&pool->park_m);
@@ -178,10 +187,13 @@ void ctx__pool_wake_if_idle(ctx_pool_t *pool)
 /* Owner only. */
 static bool ring_push(struct worker *w, ctx_future_t *rec)
 {
+    CTX__CHAOS();
     unsigned t = atomic_load_explicit(&w->tail, memory_order_relaxed);
     if (t - atomic_load_explicit(&w->head, memory_order_acquire) >= RING_SIZE)
         return false;
+    CTX__CHAOS();
     atomic_store_explicit(&w->slot[t & RING_MASK], rec, memory_order_relaxed);
+    CTX__CHAOS();
     atomic_store(&w->tail, t + 1);
     return true;
 }
@@ -190,10 +202,12 @@ static bool ring_push(struct worker *w, ctx_future_t *rec)
  * unrelated jobs). */
 static ctx_future_t *ring_pop(struct worker *w)
 {
+    CTX__CHAOS();
     unsigned h = atomic_load_explicit(&w->head, memory_order_acquire);
     while (h != atomic_load_explicit(&w->tail, memory_order_relaxed)) {
         ctx_future_t *rec =
             atomic_load_explicit(&w->slot[h & RING_MASK], memory_order_relaxed);
+        CTX__CHAOS();
         if (atomic_compare_exchange_weak_explicit(&w->head, &h, h + 1,
                                                   memory_order_acq_rel,
                                                   memory_order_acquire))
@@ -211,7 +225,9 @@ static ctx_future_t *ring_pop(struct worker *w)
  * last one, and then the two settle it by CAS on head. */
 ctx_future_t *ctx__pool_ring_pop_newest(struct worker *w, ctx_future_t *want)
 {
+    CTX__CHAOS();
     unsigned t = atomic_load_explicit(&w->tail, memory_order_relaxed) - 1;
+    CTX__CHAOS();
     unsigned h = atomic_load_explicit(&w->head, memory_order_relaxed);
     if ((int)(t - h) < 0)
         return NULL; /* empty */
@@ -219,7 +235,9 @@ ctx_future_t *ctx__pool_ring_pop_newest(struct worker *w, ctx_future_t *want)
         atomic_load_explicit(&w->slot[t & RING_MASK], memory_order_relaxed);
     if (want != NULL && rec != want)
         return NULL;
+    CTX__CHAOS();
     atomic_store(&w->tail, t);
+    CTX__CHAOS();
     h = atomic_load(&w->head);
     if ((int)(t - h) > 0)
         return rec; /* no thief can reach slot t */
@@ -227,6 +245,7 @@ ctx_future_t *ctx__pool_ring_pop_newest(struct worker *w, ctx_future_t *want)
         rec = NULL; /* a thief took the last one */
     else if (t != h)
         rec = NULL; /* taken before we lowered tail */
+    CTX__CHAOS();
     atomic_store_explicit(&w->tail, t + 1, memory_order_release);
     return rec;
 }
@@ -236,7 +255,9 @@ ctx_future_t *ctx__pool_ring_pop_newest(struct worker *w, ctx_future_t *want)
 bool ctx__pool_ring_holds(struct worker *w, const ctx_future_t *want,
                           unsigned depth)
 {
+    CTX__CHAOS();
     unsigned t = atomic_load_explicit(&w->tail, memory_order_relaxed);
+    CTX__CHAOS();
     unsigned h = atomic_load_explicit(&w->head, memory_order_acquire);
     for (unsigned i = t; (int)(i - h) > 0 && t - i < depth; i--)
         if (atomic_load_explicit(&w->slot[(i - 1) & RING_MASK],
@@ -251,8 +272,10 @@ bool ctx__pool_ring_holds(struct worker *w, const ctx_future_t *want,
  * then tail, seq_cst: see ctx__pool_ring_pop_newest(). */
 static ctx_future_t *ring_steal(struct worker *self, struct worker *v)
 {
+    CTX__CHAOS();
     unsigned mine = atomic_load_explicit(&self->tail, memory_order_relaxed);
     for (;;) {
+        CTX__CHAOS();
         unsigned h = atomic_load(&v->head);
         int avail = (int)(atomic_load(&v->tail) - h);
         if (avail <= 0)
@@ -268,10 +291,12 @@ static ctx_future_t *ring_steal(struct worker *self, struct worker *v)
                 memory_order_relaxed);
         ctx_future_t *first =
             atomic_load_explicit(&v->slot[h & RING_MASK], memory_order_relaxed);
+        CTX__CHAOS();
         if (atomic_compare_exchange_strong_explicit(&v->head, &h, h + n,
                                                     memory_order_acq_rel,
                                                     memory_order_acquire)) {
             if (n > 1) {
+                CTX__CHAOS();
                 atomic_store(&self->tail, mine + n - 1);
                 ctx__pool_wake_if_idle(self->pool);
             }
@@ -283,9 +308,11 @@ static ctx_future_t *ring_steal(struct worker *self, struct worker *v)
 static ctx_future_t *grab_inbox(struct worker *w)
 {
     ctx_pool_t *pool = w->pool;
+    CTX__CHAOS();
     if (atomic_load_explicit(&pool->inbox_head, memory_order_relaxed) == NULL)
         return NULL;
     lock(pool);
+    CTX__CHAOS();
     ctx_future_t *first = atomic_exchange_explicit(&pool->inbox_head, NULL,
                                                    memory_order_relaxed);
     ctx_future_t *last = pool->inbox_tail, *rest;
@@ -293,6 +320,7 @@ static ctx_future_t *grab_inbox(struct worker *w)
     unlock(pool);
     if (first == NULL)
         return NULL;
+    CTX__CHAOS();
     unsigned t = atomic_load_explicit(&w->tail, memory_order_relaxed), n = 0;
     /* Half the ring at most: the rest is room for what these jobs submit,
      * which would otherwise go through the inbox and its lock. */
@@ -301,6 +329,7 @@ static ctx_future_t *grab_inbox(struct worker *w)
     for (rest = first->next; rest != NULL && n < room; rest = rest->next)
         atomic_store_explicit(&w->slot[(t + n++) & RING_MASK], rest,
                               memory_order_relaxed);
+    CTX__CHAOS();
     atomic_store(&w->tail, t + n);
     if (rest != NULL) { /* back to the head of the inbox */
         lock(pool);
@@ -308,6 +337,7 @@ static ctx_future_t *grab_inbox(struct worker *w)
                                           memory_order_relaxed);
         if (last->next == NULL)
             pool->inbox_tail = last;
+        CTX__CHAOS();
         atomic_store(&pool->inbox_head, rest);
         unlock(pool);
     }
@@ -356,6 +386,7 @@ static bool park_over(ctx_pool_t *pool)
     if (!pool->finished && atomic_load(&pool->draining) &&
         pool->n_parked == pool->nworkers) {
         pool->finished = true; /* all idle, nothing left: nothing can come */
+        CTX__CHAOS();
         pthread_cond_broadcast(&pool->work_cond);
     }
     return pool->finished;
@@ -368,18 +399,22 @@ int ctx__pool_idle_wait(ctx_pool_t *pool, ctx_future_t *f,
                         const struct timespec *abstime)
 {
     int err = 0;
+    CTX__CHAOS();
     pthread_mutex_lock(&pool->park_m);
     if (f != NULL)
         atomic_fetch_or(&f->waiters, WAIT_HELPING);
     else
         pool->n_parked++;
+    CTX__CHAOS();
     atomic_fetch_add(&pool->n_idle, 1);
     while (err == 0 &&
            !(f != NULL ? is_done(f) || has_work(pool) : park_over(pool))) {
         err = cond_wait(&pool->work_cond, &pool->park_m, abstime);
+        CTX__CHAOS();
         if (atomic_load(&pool->pending) > 0)
             atomic_fetch_sub(&pool->pending, 1);
     }
+    CTX__CHAOS();
     atomic_fetch_sub(&pool->n_idle, 1);
     if (f == NULL) {
         pool->n_parked--;

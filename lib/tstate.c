@@ -29,6 +29,7 @@ static ctx__tstate_t *registry;
 
 static void registry_add(ctx__tstate_t *ts)
 {
+    CTX__CHAOS();
     pthread_mutex_lock(&registry_lock);
     ts->reg_prev = NULL;
     ts->reg_next = registry;
@@ -51,6 +52,7 @@ static void registry_unlink(ctx__tstate_t *ts)
 
 static void registry_remove(ctx__tstate_t *ts)
 {
+    CTX__CHAOS();
     pthread_mutex_lock(&registry_lock);
     registry_unlink(ts);
     pthread_mutex_unlock(&registry_lock);

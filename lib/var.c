@@ -93,6 +93,7 @@ void ctx_var_release(ctx_var_t *var)
     if (var == NULL)
         return;
     CTX__CHECK_MAGIC(var, CTX__MAGIC_VAR, "variable");
+    CTX__CHAOS();
     if (atomic_fetch_sub_explicit(&var->refcnt, 1, memory_order_acq_rel) != 1)
         return;
     ctx__value_release(var, var->default_value);
@@ -215,6 +216,7 @@ int ctx_var_reset(ctx_var_t *var, ctx_token_t *token)
         return EINVAL;
     CTX__CHECK_MAGIC(token, CTX__MAGIC_TOKEN, "token");
     /* CPython's order of checks. */
+    CTX__CHAOS();
     if (atomic_load_explicit(&token->used, memory_order_relaxed))
         return EALREADY;
     if (token->var != var)
@@ -229,6 +231,7 @@ int ctx_var_reset(ctx_var_t *var, ctx_token_t *token)
         return err;
     /* ENOENT: the binding is already gone (never by this token's set; a
      * later reset of an earlier token removed it): nothing to undo. */
+    CTX__CHAOS();
     atomic_store_explicit(&token->used, true, memory_order_relaxed);
     return 0;
 }

@@ -70,13 +70,17 @@ static int last_id;                                         /* writer's */
 
 static void call(ctx__tstate_t *ts, struct record *r, int id)
 {
+    CTX__CHAOS();
     atomic_fetch_add(&r->inflight, 1);
+    CTX__CHAOS();
     if (!atomic_load(&r->dead) && atomic_load(&r->id) == id) {
         void *outer = ts->watch_pinned;
         ts->watch_pinned = r;
+        CTX__CHAOS();
         atomic_load(&r->fn)(ts->current, atomic_load(&r->arg));
         ts->watch_pinned = outer;
     }
+    CTX__CHAOS();
     atomic_fetch_sub_explicit(&r->inflight, 1, memory_order_release);
 }
 
@@ -84,26 +88,34 @@ void ctx__watch_fire(ctx__tstate_t *ts)
 {
     struct table *t;
     for (;;) {
+        CTX__CHAOS();
         t = atomic_load(&current);
+        CTX__CHAOS();
         atomic_fetch_add(&t->readers, 1);
+        CTX__CHAOS();
         if (atomic_load(&current) == t)
             break;
+        CTX__CHAOS();
         atomic_fetch_sub(&t->readers, 1); /* replaced meanwhile: again */
     }
     /* The gate counts us too, so a watcher that removes the last one
      * still gets EDEADLK for the switches it tries. */
+    CTX__CHAOS();
     atomic_fetch_add(&ctx__watch_gate, 1);
     ts->in_watch++;
     for (unsigned i = 0; i < t->n; i++)
         call(ts, t->w[i].rec, t->w[i].id);
     ts->in_watch--;
+    CTX__CHAOS();
     atomic_fetch_sub_explicit(&ctx__watch_gate, 1, memory_order_relaxed);
+    CTX__CHAOS();
     atomic_fetch_sub_explicit(&t->readers, 1, memory_order_release);
 }
 
 /* Under the writer lock: a buffer nobody reads, to build the next table. */
 static struct table *spare_table(void)
 {
+    CTX__CHAOS();
     struct table *cur = atomic_load(&current);
     for (;;) {
         for (unsigned i = 0; i < NTABLES; i++)
@@ -128,6 +140,7 @@ static struct record *spare_record(void)
 static bool live(const struct table *t, unsigned i)
 {
     const struct record *r = t->w[i].rec;
+    CTX__CHAOS();
     return !atomic_load(&r->dead) && atomic_load(&r->id) == t->w[i].id;
 }
 
@@ -135,7 +148,9 @@ int ctx_watch_add(ctx_watch_fn fn, void *arg, int *id)
 {
     if (fn == NULL || id == NULL)
         return EINVAL;
+    CTX__CHAOS();
     pthread_mutex_lock(&writer);
+    CTX__CHAOS();
     struct table *cur = atomic_load(&current);
     unsigned n = 0;
     for (unsigned i = 0; i < cur->n; i++)
@@ -152,14 +167,20 @@ int ctx_watch_add(ctx_watch_fn fn, void *arg, int *id)
             next->w[n++] = cur->w[i];
     /* Ids are positive and not reused until the int wraps. */
     last_id = last_id == __INT_MAX__ ? 1 : last_id + 1;
+    CTX__CHAOS();
     atomic_store(&r->fn, fn);
+    CTX__CHAOS();
     atomic_store(&r->arg, arg);
+    CTX__CHAOS();
     atomic_store(&r->id, last_id);
+    CTX__CHAOS();
     atomic_store(&r->dead, false);
     next->w[n].rec = r;
     next->w[n].id = last_id;
     next->n = n + 1;
+    CTX__CHAOS();
     atomic_store(&current, next);
+    CTX__CHAOS();
     atomic_fetch_add(&ctx__watch_gate, 1);
     *id = last_id;
     pthread_mutex_unlock(&writer);
@@ -170,6 +191,7 @@ int ctx_watch_remove(int id)
 {
     if (id <= 0)
         return EINVAL;
+    CTX__CHAOS();
     pthread_mutex_lock(&writer);
     struct record *r = NULL;
     for (unsigned i = 0; i < NRECORDS && r == NULL; i++)
@@ -180,13 +202,16 @@ int ctx_watch_remove(int id)
         pthread_mutex_unlock(&writer);
         return EINVAL;
     }
+    CTX__CHAOS();
     atomic_store(&r->dead, true);
+    CTX__CHAOS();
     atomic_fetch_sub(&ctx__watch_gate, 1);
     pthread_mutex_unlock(&writer);
     /* Unlocked, so a watcher that adds or removes while we wait for it to
      * return cannot deadlock us.  The record cannot be reused meanwhile:
      * it is reused only with no caller inside. */
     unsigned self = ctx__ts.watch_pinned == r;
+    CTX__CHAOS();
     while (atomic_load(&r->inflight) > self)
         sched_yield();
     return 0;
