@@ -4,11 +4,11 @@
  * demo and request_id are run to completion and their output is checked
  * line by line; request_cpu's table is checked against the CPU time each
  * request is known to burn.  echo_server is started with --port 0 and
- * driven by real TCP clients.  Every wait on a child or a socket is bounded by poll() with
- * IO_TIMEOUT_MS, so a broken server fails the test instead of hanging it;
- * the timeout only ever turns a hang into a failure, it never decides a
- * pass.  Children get PR_SET_PDEATHSIG, so a failed test leaves no server
- * behind.
+ * driven by real TCP clients.  Every wait on a child or a socket is
+ * bounded by poll() with IO_TIMEOUT_MS, so a broken server fails the test
+ * instead of hanging it; the timeout only ever turns a hang into a
+ * failure, it never decides a pass.  Children get PR_SET_PDEATHSIG, so a
+ * failed test leaves no server behind.
  */
 #include "testutil.h"
 
