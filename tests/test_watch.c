@@ -668,6 +668,80 @@ START_TEST(removing_the_last_from_inside_still_refuses_switches)
 }
 END_TEST
 
+/* A watcher on a worker cannot run jobs, so it cannot wait for one of
+ * its pool's (that used to retry the refused run for ever); elsewhere a
+ * watcher may wait. */
+static ctx_future_t *waited;       /* written before armed is set */
+static atomic_bool armed;
+static sem_t job_gate;
+static pthread_t test_thread;
+static atomic_int wait_err_worker = -1, wait_err_main = -1;
+
+static void *job_value(void *arg)
+{
+    return arg;
+}
+
+static void *gated_job(void *arg)
+{
+    sem_wait(&job_gate);
+    return arg;
+}
+
+static void waits_for_a_job(ctx_context_t *current, void *arg)
+{
+    (void)current;
+    (void)arg;
+    if (!atomic_load(&armed))
+        return;
+    void *r = NULL;
+    if (!pthread_equal(pthread_self(), test_thread)) {
+        /* The worker, leaving the gated job: `waited` is queued behind. */
+        int expect = -1;
+        if (atomic_load(&wait_err_worker) == -1) {
+            int err = ctx_future_wait(waited, &r);
+            atomic_compare_exchange_strong(&wait_err_worker, &expect, err);
+        }
+    } else if (atomic_load(&wait_err_main) == -1) {
+        int err = ctx_future_wait(waited, &r);
+        THR_CHECK(err != 0 || r == P(42));
+        atomic_store(&wait_err_main, err);
+    }
+}
+
+START_TEST(future_wait_inside_a_watcher)
+{
+    ctx_pool_t *pool = NULL;
+    ctx_future_t *first = NULL;
+    sem_init(&job_gate, 0, 0);
+    test_thread = pthread_self();
+    ck_ok(ctx_pool_create(&pool, 1));
+    int id = 0;
+    ck_ok(ctx_watch_add(waits_for_a_job, NULL, &id));
+    ck_ok(ctx_pool_submit(pool, gated_job, P(7), &first));
+    ck_ok(ctx_pool_submit(pool, job_value, P(42), &waited));
+    atomic_store(&armed, true);
+    sem_post(&job_gate);
+    void *r = NULL;
+    ck_ok(ctx_future_wait(first, &r));
+    ck_assert_ptr_eq(r, P(7));
+    /* On this thread (no worker): it waits, then the switch completes. */
+    ctx_context_t *c = NULL;
+    ck_ok(ctx_context_new(&c));
+    ck_ok(ctx_context_enter(c));
+    ck_assert_int_eq(atomic_load(&wait_err_main), 0);
+    ck_ok(ctx_context_exit(c));
+    ck_ok(ctx_watch_remove(id));
+    ck_assert_int_eq(atomic_load(&wait_err_worker), EDEADLK);
+    ck_threads_ok();
+    ctx_future_release(first);
+    ctx_future_release(waited);
+    ck_ok(ctx_pool_destroy(pool));
+    ctx_context_release(c);
+    sem_destroy(&job_gate);
+}
+END_TEST
+
 /* ------------------------------------------------------------------
  * Removal waits for calls under way, and is final
  * ---------------------------------------------------------------- */
@@ -922,6 +996,7 @@ static Suite *watch_suite(void)
     tcase_add_test(tc, inside_reads_work_and_switches_are_edeadlk);
     tcase_add_test(tc, watcher_removes_itself_and_another);
     tcase_add_test(tc, removing_the_last_from_inside_still_refuses_switches);
+    tcase_add_test(tc, future_wait_inside_a_watcher);
     tcase_add_test(tc, remove_waits_for_a_call_under_way);
     tcase_add_test(tc, removed_watcher_is_never_running_nor_called);
     tcase_add_test(tc, concurrent_adders_and_removers);
