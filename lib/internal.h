@@ -375,9 +375,8 @@ static inline bool ctx__watching(void)
     /* Compilers do not fold an atomic load into a compare, so the portable
      * test is load, test, branch; this is compare-with-memory and branch
      * (an aligned 4-byte load is atomic on x86, like the relaxed load it
-     * replaces), which is what "one predictable branch" costs in
-     * `make bench-callgrind`: ctx_context_run 111 -> 110 instructions.
-     * TSan builds keep the atomic load, so it sees it. */
+     * replaces): one instruction less on every switch.  TSan builds keep
+     * the atomic load, so that TSan sees it. */
     bool watching;
     __asm__ __volatile__("cmpl $0, %1"
                          : "=@ccne"(watching)
