@@ -896,7 +896,7 @@ START_TEST(removed_watcher_is_never_running_nor_called)
     double end = now_seconds() + stress_seconds() / 2;
     unsigned seed = 1;
     long rounds = 0;
-    while (now_seconds() < end || rounds < 200) {
+    while (now_seconds() < end || rounds < 50) {
         struct slot *s = &slots[rand_r(&seed) % NSLOTS];
         if (s->id == 0) {
             atomic_store(&s->removed, false);
@@ -933,7 +933,9 @@ static void *churner(void *arg)
 {
     unsigned seed = (unsigned)(uintptr_t)arg;
     int id[3] = {0, 0, 0};
-    for (int round = 0; round < 2000; round++) {
+    double end = now_seconds() + stress_seconds() / 2;
+    for (int round = 0; round < 2000 && (round < 50 || now_seconds() < end);
+         round++) {
         int k = rand_r(&seed) % 3;
         if (id[k] == 0) {
             int err = ctx_watch_add(bystander, NULL, &id[k]);
