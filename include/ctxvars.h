@@ -418,13 +418,15 @@ CTX_EXTERN int ctx_pool_submit_in(ctx_pool_t *pool, const ctx_context_t *ctx,
  * (result may be NULL).  May be called again, and from any thread.  A pool
  * job that waits runs other queued jobs meanwhile, so jobs may wait on jobs
  * they submitted even on a one-worker pool.
- * Errors: EINVAL. */
+ * Errors: EINVAL, EDEADLK (called from a context-switch watcher on one of
+ * the pool's workers, which cannot run jobs there, before the job is
+ * done). */
 CTX_EXTERN int ctx_future_wait(ctx_future_t *future, void **result);
 
 /* As ctx_future_wait() (a pool job that waits still runs queued jobs),
  * giving up at abstime (CLOCK_REALTIME, as pthread_cond_timedwait()).
  * Errors: EINVAL (future or abstime NULL, tv_nsec out of range),
- * ETIMEDOUT (*result untouched). */
+ * ETIMEDOUT (*result untouched), EDEADLK (as ctx_future_wait()). */
 CTX_EXTERN int ctx_future_timedwait(ctx_future_t *future,
                                     const struct timespec *abstime,
                                     void **result);

@@ -268,6 +268,25 @@ static void unwind_above(ctx__tstate_t *ts, ctx_context_t *ctx, bool watch)
         exit_on(ts, ts->current, watch);
 }
 
+/* ctx__ts_reload(), inline where the instruction set allows: the two
+ * instructions of an initial-exec TLS address, from the thread pointer as
+ * it is now.  The asm is volatile and clobbers memory, so it is neither
+ * merged with an earlier address nor moved above the call before it. */
+static inline ctx__tstate_t *fresh_ts(void)
+{
+#if defined(__x86_64__) && defined(__ELF__)
+    ctx__tstate_t *ts;
+    __asm__ __volatile__("movq ctx__ts@gottpoff(%%rip), %0\n\t"
+                         "addq %%fs:0, %0"
+                         : "=r"(ts)
+                         :
+                         : "memory");
+    return ts;
+#else
+    return ctx__ts_reload();
+#endif
+}
+
 static inline int run(ctx_context_t *ctx, void *(*fn)(void *), void *arg,
                       void **result, bool watch)
 {
@@ -276,7 +295,7 @@ static inline int run(ctx_context_t *ctx, void *(*fn)(void *), void *arg,
         return err;
     void *r = fn(arg);
     /* fn may have yielded a fiber that came back on another thread. */
-    ctx__tstate_t *ts = ctx__ts_reload();
+    ctx__tstate_t *ts = fresh_ts();
     if (CTX__UNLIKELY(ts->current != ctx))
         unwind_above(ts, ctx, watch);
     exit_on(ts, ctx, watch);

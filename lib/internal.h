@@ -395,10 +395,32 @@ static inline ctx_context_t *ctx__stack_floor(const ctx__tstate_t *ts);
  * ---------------------------------------------------------------- */
 extern CTX__HIDDEN atomic_uint ctx__watch_gate;
 
+#if defined(__SANITIZE_THREAD__)
+#define CTX__TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CTX__TSAN 1
+#endif
+#endif
+
 static inline bool ctx__watching(void)
 {
+#if defined(__x86_64__) && defined(__GCC_ASM_FLAG_OUTPUTS__) &&              \
+    !defined(CTX__TSAN)
+    /* Compilers do not fold an atomic load into a compare, so the portable
+     * test is load, test, branch; this is compare-with-memory and branch
+     * (an aligned 4-byte load is atomic on x86, like the relaxed load it
+     * replaces): one instruction less on every switch.  TSan builds keep
+     * the atomic load, so that TSan sees it. */
+    bool watching;
+    __asm__ __volatile__("cmpl $0, %1"
+                         : "=@ccne"(watching)
+                         : "m"(ctx__watch_gate));
+    return CTX__UNLIKELY(watching);
+#else
     return CTX__UNLIKELY(
         atomic_load_explicit(&ctx__watch_gate, memory_order_relaxed) != 0);
+#endif
 }
 
 /* Calls every watcher with ts->current; ts must be the calling thread's. */

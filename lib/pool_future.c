@@ -82,6 +82,12 @@ static int future_wait(ctx_future_t *f, const struct timespec *abstime,
                        void **result)
 {
     if (!is_done(f)) {
+        /* A watcher called on one of the pool's workers cannot run jobs
+         * (each would switch contexts under it: EDEADLK, and the helping
+         * loop would retry that for ever), and blocking instead may wait
+         * for a job only this worker would run: refuse, as switches are. */
+        if (CTX__UNLIKELY(ctx__ts.in_watch != 0) && is_own_job(f->pool))
+            return EDEADLK;
         int err = is_own_job(f->pool)
                       ? help_until_done(ctx__pool_self, f, abstime)
                       : block_until_done(f, abstime);

@@ -2,10 +2,12 @@
  * test_examples.c - runs the example programs and checks what they do.
  *
  * demo and request_id are run to completion and their output is checked
- * line by line.  The echo servers (echo_server on epoll and a pool, and
- * uv_echo_server on libuv, when it is built) speak one protocol, so every
- * server test runs against each of them (a loop test over servers[]): each
- * is started with --port 0 and driven by real TCP clients.  Every wait on a child or a socket is bounded by poll() with
+ * line by line; request_cpu's table is checked against the CPU time each
+ * request is known to burn.  The echo servers (echo_server on epoll and a
+ * pool, and uv_echo_server on libuv, when it is built) speak one protocol,
+ * so every server test runs against each of them (a loop test over
+ * servers[]): each is started with --port 0 and driven by real TCP
+ * clients.  Every wait on a child or a socket is bounded by poll() with
  * IO_TIMEOUT_MS, so a broken server fails the test instead of hanging it;
  * the timeout only ever turns a hang into a failure, it never decides a
  * pass.  Children get PR_SET_PDEATHSIG, so a failed test leaves no server
@@ -600,6 +602,58 @@ START_TEST(test_echo_out_of_fds)
 }
 END_TEST
 
+/* ------------------------------------------------------------------
+ * request_cpu: the watcher charges CPU time to the request being left
+ * ---------------------------------------------------------------- */
+
+START_TEST(test_request_cpu_table)
+{
+    /* Each request's work burns at least this much of its thread's CPU
+     * clock, the clock the watcher charges from; fibers run 3 pieces. */
+    static const struct {
+        const char *name;
+        double min_ms;
+    } want[] = {{"busy", 40},   {"idle", 1},     {"pool-1", 3},
+                {"pool-2", 6},  {"pool-3", 9},   {"pool-4", 12},
+                {"fiber-a", 12}, {"fiber-b", 3}, {"main-run", 5}};
+    enum { NWANT = sizeof want / sizeof want[0] };
+    double ms[NWANT];
+    int seen[NWANT] = {0};
+    char out[4096];
+
+    run_example("request_cpu", out, sizeof out);
+    char *save, *line = strtok_r(out, "\n", &save);
+    ck_assert_ptr_nonnull(line);
+    ck_assert_msg(strncmp(line, "request", 7) == 0, "header: %s", line);
+    int rows = 0;
+    while ((line = strtok_r(NULL, "\n", &save)) != NULL) {
+        if (line[0] == '(')
+            continue; /* the time outside any request */
+        char name[32];
+        double v;
+        ck_assert_msg(sscanf(line, "%31s %lf", name, &v) == 2, "row: %s",
+                      line);
+        int k = 0;
+        while (k < NWANT && strcmp(want[k].name, name) != 0)
+            k++;
+        ck_assert_msg(k < NWANT, "unknown request: %s", line);
+        ck_assert_msg(seen[k]++ == 0, "twice: %s", line);
+        ms[k] = v;
+        rows++;
+    }
+    ck_assert_int_eq(rows, NWANT); /* every request appears, once */
+    for (int k = 0; k < NWANT; k++) {
+        ck_assert_msg(ms[k] > 0, "%s used no CPU", want[k].name);
+        /* (The table prints 3 decimals; allow for that rounding.) */
+        ck_assert_msg(ms[k] >= want[k].min_ms - 0.001,
+                      "%s: %.3f ms charged, it used at least %.0f",
+                      want[k].name, ms[k], want[k].min_ms);
+    }
+    ck_assert_msg(ms[0] > ms[1], "busy %.3f ms <= idle %.3f ms", ms[0],
+                  ms[1]);
+}
+END_TEST
+
 static Suite *examples_suite(void)
 {
     Suite *s = suite_create("examples");
@@ -608,6 +662,7 @@ static Suite *examples_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_demo_output);
     tcase_add_test(tc, test_request_id_lines);
+    tcase_add_test(tc, test_request_cpu_table);
     /* _i in each: the index of the server in servers[] */
     tcase_add_loop_test(tc, test_echo_single_client, 0, NSERVERS);
     tcase_add_loop_test(tc, test_echo_thousand_clients, 0, NSERVERS);
