@@ -44,10 +44,10 @@
  *  - watcher add and remove, and the notification walk;
  *  - the snapshot of another thread's context (ctx__snapshot_of) and the
  *    TLS hand-off on thread start and teardown.
- * Points already placed: ctx__spin_lock/unlock (internal.h), token.c,
- * thread.c, callable.c, the spare hand-off in alloc.c.  context.c,
- * tstate.c, fiber.c, pool*.c, hamt.c and var.c get theirs with the work
- * in progress on them.
+ * Points are placed in every file of lib/ that synchronises: the spin
+ * lock (internal.h), context.c, tstate.c, fiber.c, watch.c, pool*.c,
+ * hamt.c and var.c (outside the get path), token.c, thread.c, callable.c
+ * and the spare hand-off in alloc.c.
  *
  * A point never goes inside a signal handler path that must stay
  * async-signal-safe (sched_yield and clock_gettime are, but the first

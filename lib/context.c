@@ -117,6 +117,7 @@ ctx_context_t *ctx_context_retain(ctx_context_t *ctx)
 {
     if (ctx != NULL) {
         CTX__CHECK_MAGIC(ctx, CTX__MAGIC_CONTEXT, "context");
+        CTX__CHAOS();
         atomic_fetch_add_explicit(&ctx->state, CTX__REF, memory_order_relaxed);
     }
     return ctx;
@@ -134,6 +135,7 @@ static void context_put(ctx_context_t *ctx, size_t amount)
 {
     /* A sole reference with no entered flag cannot be raced: taking a new
      * reference needs an existing one.  So skip the atomic RMW. */
+    CTX__CHAOS();
     if (atomic_load_explicit(&ctx->state, memory_order_acquire) == amount ||
         atomic_fetch_sub_explicit(&ctx->state, amount, memory_order_acq_rel) ==
             amount)
@@ -156,6 +158,7 @@ void ctx__context_leave(ctx_context_t *ctx)
     if (ctx->private_ && atomic_load_explicit(&ctx->state,
                                               memory_order_relaxed) ==
                              (CTX__REF | CTX__ENTERED)) {
+        CTX__CHAOS();
         atomic_store_explicit(&ctx->state, CTX__REF, memory_order_release);
         return;
     }
@@ -168,10 +171,12 @@ void ctx__context_leave(ctx_context_t *ctx)
 
 int ctx__context_claim(ctx_context_t *ctx)
 {
+    CTX__CHAOS();
     size_t s = atomic_load_explicit(&ctx->state, memory_order_acquire);
     if (ctx->private_ && s == CTX__REF) {
         /* A private context (a pool job's) has no handle outside this
          * thread, so no other thread can touch its state: skip the CAS. */
+        CTX__CHAOS();
         atomic_store_explicit(&ctx->state, s | CTX__ENTERED,
                               memory_order_relaxed);
         return 0;
@@ -179,6 +184,7 @@ int ctx__context_claim(ctx_context_t *ctx)
     do {
         if (s & CTX__ENTERED)
             return EBUSY;
+        CTX__CHAOS(); /* between reading the word and claiming it */
     } while (!atomic_compare_exchange_weak_explicit(
         &ctx->state, &s, s | CTX__ENTERED, memory_order_acquire,
         memory_order_relaxed));

@@ -25,7 +25,9 @@ static int block_until_done(ctx_future_t *f, const struct timespec *abstime)
 {
     ctx_pool_t *pool = f->pool;
     int err = 0;
+    CTX__CHAOS();
     pthread_mutex_lock(&pool->park_m);
+    CTX__CHAOS();
     atomic_fetch_or(&f->waiters, WAIT_BLOCKED);
     while (!is_done(f) && err == 0)
         err = cond_wait(&pool->done_cond, &pool->park_m, abstime);
