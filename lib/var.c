@@ -229,8 +229,9 @@ int ctx_var_reset(ctx_var_t *var, ctx_token_t *token)
                   : ctx__context_assoc(cur, var, token->old_value, NULL);
     if (err == ENOMEM)
         return err;
-    /* ENOENT: the binding is already gone (never by this token's set; a
-     * later reset of an earlier token removed it): nothing to undo. */
+    /* ENOENT would mean the binding is already gone: nothing to undo.  It
+     * cannot happen through the API (see ctx__context_without), but if it
+     * did, the token is still spent, as CPython would spend it. */
     CTX__CHAOS();
     atomic_store_explicit(&token->used, true, memory_order_relaxed);
     return 0;
