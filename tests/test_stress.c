@@ -661,6 +661,51 @@ static void fibers_teardown(void)
     }
 }
 
+/* ---- watchers: added and removed while everyone switches ----
+ * Each thread's watcher counts its calls on every thread and checks that
+ * it is never called once its remove has returned; its own thread's two
+ * switches must have reached it, and inside it switching is EDEADLK. */
+struct wrec {
+    atomic_bool removed;
+    atomic_long calls;
+};
+static struct wrec wrecs[NTHREADS];
+static atomic_long watch_rounds, watch_full;
+
+static void stress_watcher(ctx_context_t *current, void *arg)
+{
+    struct wrec *r = arg;
+    CHECK(!atomic_load(&r->removed));
+    atomic_fetch_add(&r->calls, 1);
+    CHECK(current != NULL && ctx_context_enter(current) == EDEADLK);
+    void *g = ctx_var_get_or(gvar, NULL);
+    CHECK(g == NULL || g == GVAL);
+}
+
+static void op_watch(thr_t *t)
+{
+    struct wrec *r = &wrecs[t->id];
+    atomic_store(&r->removed, false);
+    long before = atomic_load(&r->calls);
+    int id = 0, rc = ctx_watch_add(stress_watcher, r, &id);
+    if (rc == EAGAIN) { /* 16 threads, at least 8 watchers: may be full */
+        atomic_fetch_add(&watch_full, 1);
+        return;
+    }
+    CHECK(rc == 0);
+    if (rc != 0)
+        return;
+    ctx_context_t *c = NULL;
+    CHECK(ctx_context_new(&c) == 0);
+    CHECK(ctx_context_enter(c) == 0);
+    CHECK(ctx_context_exit(c) == 0);
+    ctx_context_release(c);
+    CHECK(atomic_load(&r->calls) >= before + 2);
+    CHECK(ctx_watch_remove(id) == 0);
+    atomic_store(&r->removed, true);
+    atomic_fetch_add(&watch_rounds, 1);
+}
+
 /* ---- the threads' loop and the test ---- */
 
 static void *thread_main(void *p)
@@ -687,8 +732,10 @@ static void *thread_main(void *p)
             op_run_copy(t);
         else if (r < 240)
             op_submit(t);
-        else if (r < 250)
+        else if (r < 248)
             op_fiber(t);
+        else if (r < 250)
+            op_watch(t);
         else if (r < 253)
             op_thread(t);
         else
@@ -793,11 +840,12 @@ START_TEST(stress)
     ck_assert_int_eq(atomic_load(&retains), atomic_load(&releases));
     printf("stress: %ld ops in %.1f s (%d threads; %ld jobs, %ld refused "
            "by %ld pools; %ld EBUSY; %ld threads started; %ld fiber steps, "
-           "%ld fibers replaced)\n",
+           "%ld fibers replaced; %ld watcher rounds, %ld full)\n",
            atomic_load(&ops_total), took, NTHREADS, atomic_load(&jobs_run),
            atomic_load(&refused), atomic_load(&pools_made),
            atomic_load(&busy_seen), atomic_load(&threads_made),
-           atomic_load(&fiber_runs), atomic_load(&fibers_replaced));
+           atomic_load(&fiber_runs), atomic_load(&fibers_replaced),
+           atomic_load(&watch_rounds), atomic_load(&watch_full));
     fflush(stdout);
 }
 END_TEST

@@ -29,5 +29,5 @@ exec "$cc" -std=gnu11 -g -O1 -fno-omit-frame-pointer \
     -D_GNU_SOURCE -pthread -I. -I"$srcdir/include" -I"$srcdir/lib" \
     ${CFLAGS:-} \
     "$srcdir"/tests/fuzz/fuzz_api.c "$srcdir"/tests/fuzz/fuzz_ctx.c \
-    "$srcdir"/tests/fuzz/fuzz_fiber.c \
+    "$srcdir"/tests/fuzz/fuzz_fiber.c "$srcdir"/tests/fuzz/fuzz_watch.c \
     "$srcdir"/lib/*.c -o "$out"

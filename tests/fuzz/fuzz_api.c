@@ -261,7 +261,7 @@ static void op_fault(void)
 
 void fz_run_op(void)
 {
-    switch (fz_byte() % 26) {
+    switch (fz_byte() % 27) {
     case 0: case 1: case 2: op_set(false); break;
     case 3: case 4: case 5: op_set(true); break;
     case 6: case 7: op_get(); break;
@@ -280,6 +280,7 @@ void fz_run_op(void)
     case 21: op_newvar(); break;
     case 22: fz_op_nulls(); break;
     case 23: case 24: fz_op_fiber(); break;
+    case 25: fz_op_watch(); break;
     default: fz_byte() & 1 ? op_fault() : fz_op_check_current(); break;
     }
 }
@@ -313,6 +314,7 @@ static void setup(const uint8_t *data, size_t size)
 static void teardown(void)
 {
     fz_fiber_teardown();
+    fz_watch_teardown();
     while (fz.depth > 1)
         fz_exit_top();
     ctx_context_t *root = fz.stack[0].c;

@@ -139,4 +139,11 @@ void fz_fiber_setup(void);
 void fz_fiber_unwind_run(void);
 void fz_fiber_teardown(void);
 
+/* fuzz_watch.c: watchers, and the model's word that it just switched. */
+void fz_op_watch(void);
+void fz_switched(void);
+void fz_watch_teardown(void);
+bool fz_watching(void);
+void fz_run_ended(bool watched_at_start);
+
 #endif

@@ -105,14 +105,17 @@ void fz_op_enter(void)
         return;
     int cid = fz.cslot[slot];
     int want = fz.m[cid].entered ? EBUSY : 0;
-    if (fz_outcome(ctx_context_enter(c), want, "enter"))
+    if (fz_outcome(ctx_context_enter(c), want, "enter")) {
         fz_push(c, cid);
+        fz_switched();
+    }
 }
 
 void fz_exit_top(void)
 {
     fz_outcome(ctx_context_exit(fz.stack[fz.depth - 1].c), 0, "exit(top)");
     pop();
+    fz_switched();
 }
 
 void fz_op_exit(void)
@@ -131,8 +134,10 @@ void fz_op_exit(void)
     bool innermost = fz.cslot[b % NCTX] == fz_cur_cid();
     if (innermost && fz.depth <= fz.frame_base)
         return; /* belongs to an enclosing run or the root */
-    if (fz_outcome(ctx_context_exit(c), innermost ? 0 : EPERM, "exit"))
+    if (fz_outcome(ctx_context_exit(c), innermost ? 0 : EPERM, "exit")) {
         pop();
+        fz_switched();
+    }
 }
 
 struct run_arg {
@@ -146,6 +151,7 @@ static void *run_body(void *arg)
     struct run_arg *a = arg;
     a->called = true;
     fz_push(a->c, a->cid);
+    fz_switched();
     int saved_base = fz.frame_base;
     fz.frame_base = fz.depth;
     fz.runs++;
@@ -170,8 +176,10 @@ void fz_op_run(void)
     struct run_arg a = {c, c ? fz.cslot[slot] : -1, b % 8 + 1, false};
     void *res = SENT;
     int want = c == NULL ? EINVAL : fz.m[a.cid].entered ? EBUSY : 0;
+    bool watched = fz_watching();
     int rc = ctx_context_run(c, run_body, &a, (b & 0x80) ? NULL : &res);
     if (fz_outcome(rc, want, "run")) {
+        fz_run_ended(watched); /* the exit half */
         CHECK(a.called && (res == &a || (b & 0x80)), "run result");
     } else {
         CHECK(!a.called && res == SENT, "failed run called fn or set result");

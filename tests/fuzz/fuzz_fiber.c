@@ -118,9 +118,10 @@ static void op_resume(void)
         return;
     int want = fz.m[m->cid].entered ? EBUSY : 0;
     int cur = fz_cur_cid();
-    if (fz_outcome(ctx_fiber_resume(m->f), want, "fiber_resume"))
+    if (fz_outcome(ctx_fiber_resume(m->f), want, "fiber_resume")) {
         resume(m);
-    else
+        fz_switched();
+    } else
         CHECK(fz_cur_cid() == cur, "failed resume changed the stack");
 }
 
@@ -141,6 +142,7 @@ static void suspend_top(void)
     fz.frame_base = m->saved_base;
     m->resumed = false;
     fz.nres--;
+    fz_switched();
     if (m->released)
         model_drop(m);
 }
