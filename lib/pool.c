@@ -21,8 +21,9 @@
  *    is a work-stealing deque: its owner takes the oldest job from the
  *    head when it looks for work, and the newest from the tail when it
  *    waits (the child it just submitted, cache-hot, as in TBB); idle
- *    workers steal half of another's from the head, so no job waits
- *    behind a blocked one while a worker idles.
+ *    workers steal the oldest job of another's from the head (one at a
+ *    time: see ring_steal()), so no job waits behind a blocked one while
+ *    a worker idles.
  *  - Idle workers spin a little, then sleep on work_cond.  Publishers check
  *    n_idle after publishing and sleepers bump it before they look for
  *    work, all seq_cst, so no wakeup is lost; `pending` counts wakeups sent

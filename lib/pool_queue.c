@@ -266,14 +266,16 @@ bool ctx__pool_ring_holds(struct worker *w, const ctx_future_t *want,
     return false;
 }
 
-/* Takes half of v's ring, rounded up: returns the first and moves the rest
- * into self's ring, which is empty.  Slots are read before the CAS that
- * claims them; had v reused them, its head moved and the CAS fails.  Head
- * then tail, seq_cst: see ctx__pool_ring_pop_newest(). */
-static ctx_future_t *ring_steal(struct worker *self, struct worker *v)
+/* Takes the oldest job of v's ring: Chase and Lev's steal (head, then
+ * tail, seq_cst; see ctx__pool_ring_pop_newest()).  One job, not half of
+ * the ring: the owner pops its newest jobs from the tail without moving
+ * head and may push new ones into the slots it freed, so slots a thief
+ * read beyond the one at head may be stale by the time its CAS on head
+ * succeeds (an unchanged head proves nothing about them).  The slot at
+ * head itself is safe: the owner can reuse it only after taking it, which
+ * moves head (the last-job CAS), and then the thief's CAS fails. */
+static ctx_future_t *ring_steal(struct worker *v)
 {
-    CTX__CHAOS();
-    unsigned mine = atomic_load_explicit(&self->tail, memory_order_relaxed);
     for (;;) {
         CTX__CHAOS();
         unsigned h = atomic_load(&v->head);
@@ -282,26 +284,13 @@ static ctx_future_t *ring_steal(struct worker *self, struct worker *v)
             return NULL; /* empty, or its owner is popping the last one */
         if (avail > (int)RING_SIZE)
             continue; /* h is stale */
-        unsigned n = (unsigned)avail - (unsigned)avail / 2;
-        for (unsigned i = 1; i < n; i++)
-            atomic_store_explicit(
-                &self->slot[(mine + i - 1) & RING_MASK],
-                atomic_load_explicit(&v->slot[(h + i) & RING_MASK],
-                                     memory_order_relaxed),
-                memory_order_relaxed);
         ctx_future_t *first =
             atomic_load_explicit(&v->slot[h & RING_MASK], memory_order_relaxed);
         CTX__CHAOS();
-        if (atomic_compare_exchange_strong_explicit(&v->head, &h, h + n,
+        if (atomic_compare_exchange_strong_explicit(&v->head, &h, h + 1,
                                                     memory_order_acq_rel,
-                                                    memory_order_acquire)) {
-            if (n > 1) {
-                CTX__CHAOS();
-                atomic_store(&self->tail, mine + n - 1);
-                ctx__pool_wake_if_idle(self->pool);
-            }
+                                                    memory_order_acquire))
             return first;
-        }
     }
 }
 
@@ -353,7 +342,7 @@ ctx_future_t *ctx__pool_find_work(struct worker *w)
         rec = grab_inbox(w);
     unsigned n = w->pool->nworkers;
     for (unsigned i = 1; rec == NULL && i < n; i++)
-        rec = ring_steal(w, &w->pool->workers[(w->index + i) % n]);
+        rec = ring_steal(&w->pool->workers[(w->index + i) % n]);
     return rec;
 }
 
