@@ -1,5 +1,6 @@
 /*
- * fiber_sched.h - stackful coroutines on ucontext for the fiber tests.
+ * fiber_sched.h - stackful coroutines on ucontext for the fiber tests and
+ * the differential test's interpreter (tests/diff/interp_fiber.c).
  *
  * The library switches no stacks; these helpers do, the way a user's
  * scheduler would: a coroutine (tco_t) owns a malloc'd stack and a
@@ -50,7 +51,9 @@
 #define TCO_VALGRIND 1
 #endif
 
+#ifndef TCO_STACK /* a user may need more: define it first */
 #define TCO_STACK (64 * 1024)
+#endif
 
 typedef struct tco tco_t;
 typedef void (*tco_fn)(tco_t *co, void *arg);
